@@ -576,10 +576,10 @@ static void conn_destroy(mph_conn *c, mp_close_reason why)
     if (!c->refused) { /* counted at accept */
         apr_atomic_dec32(&l->sessions);
         apr_thread_mutex_lock(l->mutex);
-        unsigned *n = apr_hash_get(l->per_client, c->peer_text, APR_HASH_KEY_STRING);
-        if (n && --*n == 0) {
+        mph_client_count *cc = apr_hash_get(l->per_client, c->peer_text, APR_HASH_KEY_STRING);
+        if (cc && --cc->n == 0) {
             apr_hash_set(l->per_client, c->peer_text, APR_HASH_KEY_STRING, NULL);
-            free(n);
+            free(cc);
         }
         apr_thread_mutex_unlock(l->mutex);
         for (int i = 0; i < c->rt->gens->nelts; i++)
@@ -848,8 +848,8 @@ void mph_conn_shutdown(mph_conn *c)
 {
     if (c->destroyed)
         return;
-    if (c->state == MPH_CONN_HANDSHAKE) {
-        conn_destroy(c, MP_CLOSE_TLS_FAILED);
+    if (c->state == MPH_CONN_HANDSHAKE || c->state == MPH_CONN_LINGER) {
+        conn_destroy(c, c->state == MPH_CONN_HANDSHAKE ? MP_CLOSE_TLS_FAILED : c->close_reason);
         return;
     }
     if (c->state == MPH_CONN_OPEN && !c->bye)

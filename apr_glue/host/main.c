@@ -94,6 +94,7 @@ int main(int argc, char **argv)
         }
         mph_server *srv = mph_server_create(pool, conf);
         if (check) {
+            mph_log_set_level(MP_LOG_WARN);
             const char *err = mph_server_check(srv);
             if (err)
                 fprintf(stderr, "%s\n", err);

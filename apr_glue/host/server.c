@@ -159,19 +159,18 @@ static void accept_on(mph_server *srv, mph_listener *l)
             apr_sockaddr_ip_get(&ip, sa);
         int refuse = 0;
         apr_thread_mutex_lock(l->mutex);
-        unsigned *n = apr_hash_get(l->per_client, ip, APR_HASH_KEY_STRING);
+        mph_client_count *cc = apr_hash_get(l->per_client, ip, APR_HASH_KEY_STRING);
         if (apr_atomic_read32(&l->sessions) >= (apr_uint32_t)lrt->conf->max_connections ||
-            (n && *n >= (unsigned)lrt->conf->max_per_client)) {
+            (cc && cc->n >= (unsigned)lrt->conf->max_per_client)) {
             refuse = 1;
         } else {
-            if (!n) {
-                n = calloc(1, sizeof *n);
-                char *key = strdup(ip);
-                if (!n || !key)
+            if (!cc) {
+                if (!(cc = calloc(1, sizeof *cc)))
                     abort();
-                apr_hash_set(l->per_client, key, APR_HASH_KEY_STRING, n);
+                apr_cpystrn(cc->ip, ip, sizeof cc->ip);
+                apr_hash_set(l->per_client, cc->ip, APR_HASH_KEY_STRING, cc);
             }
-            ++*n;
+            cc->n++;
             apr_atomic_inc32(&l->sessions);
             for (int g = 0; g < rt->gens->nelts; g++)
                 apr_atomic_inc32(&APR_ARRAY_IDX(rt->gens, g, mph_generation *)->sessions);

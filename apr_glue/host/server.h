@@ -27,6 +27,12 @@ typedef struct mph_server mph_server;
 typedef struct mph_loop mph_loop;
 typedef struct mph_conn mph_conn;
 
+/* Open sessions of one client address on one listener (MaxConnectionsPerClient). */
+typedef struct mph_client_count {
+    unsigned n;
+    char ip[64]; /* the hash key */
+} mph_client_count;
+
 /* A bound listening socket. It outlives configuration snapshots while its address stays configured. */
 typedef struct mph_listener {
     const char *address;          /* "127.0.0.1:25" */
@@ -38,7 +44,7 @@ typedef struct mph_listener {
     volatile apr_uint32_t refs;   /* the server's list + one per open session */
     volatile apr_uint32_t sessions;
     apr_thread_mutex_t *mutex;    /* guards per_client */
-    apr_hash_t *per_client;       /* peer address -> count of open sessions */
+    apr_hash_t *per_client;       /* peer address -> mph_client_count */
     int in_current;               /* still in the current configuration */
 } mph_listener;
 

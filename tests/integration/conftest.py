@@ -506,11 +506,34 @@ class Server:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"mailprotod (pid {self.proc.pid}) still running after {timeout}s") from None
 
-    def stop(self):
-        """`-s stop` (graceful); returns the CompletedProcess after the process exited."""
-        r = self.ctl("-s", "stop")
-        self.wait_exit()
-        return r
+    def stop(self, timeout=STOP_TIMEOUT):
+        """`-s stop` (graceful). The server is reaped while the command runs (a command that waits for the
+        process to be gone must not wait for a zombie). Returns the command's CompletedProcess once both
+        have ended; AssertionError if the command returned while the server kept running, or on timeout."""
+        ctl = subprocess.Popen([str(MAILPROTOD), "-c", str(self.conf), "-s", "stop"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(self.dir))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                ctl_rc = ctl.poll()
+                if ctl_rc is not None and self.proc.poll() is None:
+                    # the command is done: the server must be gone (a moment for the kernel to say so)
+                    try:
+                        self.proc.wait(timeout=1.0)
+                    except subprocess.TimeoutExpired:
+                        raise AssertionError(f"`-s stop` returned (exit {ctl_rc}) while the server still runs") from None
+                if ctl_rc is not None and self.proc.poll() is not None:
+                    out, err = ctl.communicate(timeout=5)
+                    return subprocess.CompletedProcess(ctl.args, ctl_rc, out, err)
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"`-s stop` not done after {timeout}s: command "
+                                         f"{'running' if ctl_rc is None else 'exited %d' % ctl_rc}, server "
+                                         f"{'running' if self.proc.poll() is None else 'exited'}")
+                time.sleep(POLL_INTERVAL)
+        finally:
+            if ctl.poll() is None:
+                ctl.kill()
+                ctl.wait(timeout=5)
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:

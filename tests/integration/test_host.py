@@ -408,6 +408,8 @@ def test_reload_bad_config_keeps_running(make_server, free_port):
         with LineClient.connect(port) as c:
             assert c.greeting == GREETING
             c.quit()
+        # the running configuration is the old one (status reads the file for StateDir: restore it first)
+        srv.configure(good)
         st = srv.status()
         assert [l["tls"] for l in st["listeners"]] == ["off"], st
 
@@ -544,10 +546,9 @@ def test_graceful_stop_via_ctl(make_server, free_port):
     with LineClient.connect(port) as c:
         assert c.cmd("hi") == "+OK echo: hi"
         t0 = time.monotonic()
-        r = srv.ctl("-s", "stop")
+        r = srv.stop()      # also checks that the command returns only after the server exited
         assert_ctl_ok(r, "-s stop")
-        # -s stop returns after the server exited (a short grace for the kernel to report it)
-        assert srv.wait_exit(timeout=2) == 0, srv.proc.returncode
+        assert srv.proc.returncode == 0
         assert time.monotonic() - t0 < 15
         assert c.read_until_eof() == ["-ERR server shutting down"]
     assert port_refused(port)
@@ -627,5 +628,5 @@ def test_privilege_drop(make_server, free_port, world_readable_dir, tls_cert):
         assert c.cmd("tls as nobody") == "+OK echo: tls as nobody"
         c.quit()
     assert srv.status()["pid"] == srv.pid
-    assert_ctl_ok(srv.ctl("-s", "stop"), "-s stop of the unprivileged server")
-    assert srv.wait_exit() == 0
+    assert_ctl_ok(srv.stop(), "-s stop of the unprivileged server")
+    assert srv.proc.returncode == 0
