@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <apr_atomic.h>
@@ -208,6 +209,12 @@ int mph_server_run(mph_server *srv)
     apr_status_t rv;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Every session is a descriptor: take all the kernel allows (10,000 idle sessions is a goal). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     sigemptyset(&handled_signals);
     sigaddset(&handled_signals, SIGHUP);
     sigaddset(&handled_signals, SIGTERM);
