@@ -515,8 +515,9 @@ class Server:
         deadline = time.monotonic() + timeout
         try:
             while True:
+                srv_rc = self.proc.poll()     # reaps the server as soon as it exits
                 ctl_rc = ctl.poll()
-                if ctl_rc is not None and self.proc.poll() is None:
+                if ctl_rc is not None and srv_rc is None:
                     # the command is done: the server must be gone (a moment for the kernel to say so)
                     try:
                         self.proc.wait(timeout=1.0)
