@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <apr_atomic.h>
 #include <apr_portable.h>
@@ -337,7 +338,30 @@ static const char *h_config(mp_session *s, const char *directive)
         if (v)
             return v;
     }
-    return apr_table_get(rt->conf->values, directive);
+    const char *v = apr_table_get(rt->conf->values, directive);
+    if (!v && strcasecmp(directive, "ServerRoot") == 0)
+        v = rt->conf->dir;
+    return v;
+}
+
+static void h_wakeup(mp_session *s)
+{
+    mph_conn *c = conn_of(s);
+    /* Set until the loop has taken the message, so the connection is not freed under it; a wakeup while
+       one is on its way is covered by that one. */
+    if (apr_atomic_cas32(&c->wakeups, 1, 0) == 0)
+        mph_loop_post_wakeup(c->loop, c);
+}
+
+void mph_conn_wakeup(mph_conn *c)
+{
+    apr_atomic_set32(&c->wakeups, 0);
+    if (c->destroyed || c->state != MPH_CONN_OPEN || !c->proto->on_wakeup)
+        return;
+    c->in_callback = 1;
+    c->proto->on_wakeup(&c->session);
+    c->in_callback = 0;
+    conn_pump(c);
 }
 
 static const mp_provider *h_provider(mp_session *s, const char *kind, const char *name)
@@ -374,6 +398,7 @@ const mp_host mph_host_services = {
     .config = h_config,
     .provider = h_provider,
     .log = h_log,
+    .wakeup = h_wakeup,
 };
 
 /* ---------------------------------------------------------------- life cycle */

@@ -10,7 +10,7 @@
 #include "log.h"
 #include "server.h"
 
-enum { MSG_CONN = 1, MSG_JOB, MSG_SHUTDOWN, MSG_QUIT };
+enum { MSG_CONN = 1, MSG_JOB, MSG_WAKEUP, MSG_SHUTDOWN, MSG_QUIT };
 
 struct mph_msg {
     mph_msg *next;
@@ -65,6 +65,13 @@ void mph_loop_post_job_done(mph_loop *loop, mph_conn *c, void *job)
     loop_post(loop, m);
 }
 
+void mph_loop_post_wakeup(mph_loop *loop, mph_conn *c)
+{
+    mph_msg *m = msg_new(MSG_WAKEUP);
+    m->conn = c;
+    loop_post(loop, m);
+}
+
 static void loop_take_messages(mph_loop *loop)
 {
     apr_thread_mutex_lock(loop->mutex);
@@ -84,6 +91,9 @@ static void loop_take_messages(mph_loop *loop)
         }
         case MSG_JOB:
             mph_conn_job_done(m->conn, m->job);
+            break;
+        case MSG_WAKEUP:
+            mph_conn_wakeup(m->conn);
             break;
         case MSG_SHUTDOWN: {
             loop->stopping = 1;
@@ -105,9 +115,15 @@ static void loop_take_messages(mph_loop *loop)
 
 static void loop_free_dead(mph_loop *loop)
 {
-    for (int i = 0; i < loop->dead->nelts; i++)
-        mph_conn_free(APR_ARRAY_IDX(loop->dead, i, mph_conn *));
-    apr_array_clear(loop->dead);
+    int kept = 0;
+    for (int i = 0; i < loop->dead->nelts; i++) {
+        mph_conn *c = APR_ARRAY_IDX(loop->dead, i, mph_conn *);
+        if (apr_atomic_read32(&c->wakeups)) /* a wakeup message still points here: free it next round */
+            APR_ARRAY_IDX(loop->dead, kept++, mph_conn *) = c;
+        else
+            mph_conn_free(c);
+    }
+    loop->dead->nelts = kept;
 }
 
 static void loop_run_timers(mph_loop *loop, apr_time_t now)

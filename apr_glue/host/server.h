@@ -109,6 +109,7 @@ struct mph_conn {
     int job_pending;
     mp_goodbye bye;                  /* a goodbye to give after the current callback */
     int in_callback;
+    volatile apr_uint32_t wakeups;   /* a wakeup message is queued for this connection */
     int destroyed;
     APR_RING_HEAD(mph_timer_ring, mp_timer) timers;
     char peer_text[64];
@@ -165,6 +166,7 @@ void mph_loops_shutdown(mph_server *srv);
 void mph_loops_join(mph_server *srv);
 unsigned mph_loops_sessions(mph_server *srv);
 void mph_loop_post_job_done(mph_loop *loop, mph_conn *c, void *job);
+void mph_loop_post_wakeup(mph_loop *loop, mph_conn *c);
 
 /* conn.c */
 extern const mp_host mph_host_services;
@@ -175,6 +177,7 @@ void mph_conn_event(mph_conn *c, apr_int16_t revents);
 void mph_conn_check_idle(mph_conn *c, apr_time_t now);
 void mph_conn_shutdown(mph_conn *c);
 void mph_conn_abort(mph_conn *c);
+void mph_conn_wakeup(mph_conn *c);
 void mph_conn_job_done(mph_conn *c, void *job);
 void mph_conn_timer_fire(mph_conn *c, mp_timer *t);
 void mph_conn_free(mph_conn *c);

@@ -135,7 +135,8 @@ struct mp_host {
     /* Fill *info; returns MP_OK. */
     int (*tls_info)(mp_session *s, mp_tls_info *info);
     /* The value of a configuration directive: the session's <Listen> block first, then the global scope;
-       NULL when not set. `s` may be NULL for the global scope. */
+       NULL when not set. `s` may be NULL for the global scope. "ServerRoot" is the folder of the
+       configuration file (relative paths in values resolve against it) unless set explicitly. */
     const char *(*config)(mp_session *s, const char *directive);
     /* The interface table of a provider ("store", "maildir"), or NULL. `s` may be NULL. The provider stays
        loaded as long as the session (or, with s NULL, the calling module's generation) lives. */
@@ -150,7 +151,14 @@ struct mp_host {
 #endif
         ;
 
-    void *reserved[16];
+    /* ---- cross-thread ---- */
+    /* Callable from ANY thread (a provider's watcher): the session's thread calls on_wakeup() soon.
+       Several wakeups before it runs are one call. The caller must make sure the session exists: call it
+       only between on_connect and the end of on_close (a provider does so by unsubscribing, under its own
+       lock, when the handler closes the folder in on_close). */
+    void (*wakeup)(mp_session *s);
+
+    void *reserved[15];
 };
 
 /* True when host `h` provides the member `field` (it was added in a minor this host has). */

@@ -10,6 +10,7 @@
  *   on_input ... on_input               bytes arrived; return how many were consumed
  *   [host->start_tls() -> on_tls_ready] STARTTLS: forget everything learned before (RFC 3207 section 4.2)
  *   [host->want_writable() -> on_writable]  streaming a large reply
+ *   [host->wakeup() -> on_wakeup]       another thread has news for the session (IDLE)
  *   on_goodbye                          the host is about to close the session (limits, shutdown)
  *   on_close                            always last, exactly once; the handler may not write any more
  */
@@ -77,6 +78,10 @@ struct mp_protocol {
 
     /* Last call for the session. Release what is not in session->pool. May be NULL. */
     void (*on_close)(mp_session *s, mp_close_reason why);
+
+    /* Someone called host->wakeup() for this session (a provider saw new mail, say). Runs on the
+       session's thread. May be NULL. */
+    void (*on_wakeup)(mp_session *s);
 
     void *reserved[8];
 };

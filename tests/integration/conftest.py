@@ -163,6 +163,11 @@ def tls_ctx(tls_cert):
 # ---------------------------------------------------------------------------------------------------------
 # line client
 
+def _short(lines, n=5, width=80):
+    """The last n lines, each cut to width characters, for failure messages."""
+    return [l if len(l) <= width else l[:width] + f"...({len(l)} chars)" for l in lines[-n:]]
+
+
 class LineClient:
     """A line-oriented client over a plain or TLS socket. Every read has a deadline."""
 
@@ -217,9 +222,9 @@ class LineClient:
                 data = self._recv(deadline)
             except socket.timeout:
                 raise socket.timeout(f"no complete line within the timeout; partial {self.buf[:200]!r}; "
-                                     f"lines so far {self.lines[-5:]}") from None
+                                     f"lines so far {_short(self.lines)}") from None
             if not data:
-                raise EOFError(f"connection closed; partial {self.buf[:200]!r}; lines so far {self.lines[-5:]}")
+                raise EOFError(f"connection closed; partial {self.buf[:200]!r}; lines so far {_short(self.lines)}")
             self.buf += data
         i = self.buf.index(b"\n") + 1
         raw, self.buf = self.buf[:i], self.buf[i:]
@@ -245,7 +250,8 @@ class LineClient:
             try:
                 data = self._recv(deadline)
             except socket.timeout:
-                raise socket.timeout(f"server did not close the connection; got {out} partial {self.buf!r}") from None
+                raise socket.timeout(f"server did not close the connection; got {_short(out, 20)} "
+                                     f"partial {self.buf[:200]!r}") from None
             if not data:
                 if self.buf:
                     out.append(self.buf.decode("utf-8", "replace"))

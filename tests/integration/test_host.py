@@ -221,19 +221,36 @@ def test_line_too_long_without_line_end(make_server, free_port):
         assert c.read_until_eof() == ["-ERR line too long"]
 
 
-def test_line_too_long_complete_line(make_server, free_port):
+@pytest.mark.parametrize("max_line", [1024, 8192])
+def test_line_too_long_complete_line(make_server, free_port, max_line):
+    """A complete line (line end included) over MaxLineLength, in one segment, is refused too."""
     port = free_port()
-    make_server([Listener(port)], MaxLineLength="1024").start()
+    make_server([Listener(port)], MaxLineLength=str(max_line)).start()
     with LineClient.connect(port) as c:
-        c.send("z" * 3000 + "\r\n")                                 # one complete line, over the limit
+        c.send("z" * (max_line + 1) + "\r\n")
         rest = c.read_until_eof()
-        assert rest == ["-ERR line too long"], [l[:60] for l in rest]
+        assert rest == ["-ERR line too long"], [l[:60] + f"...({len(l)} chars)" for l in rest]
 
 
-def test_idle_timeout(make_server, free_port):
+@pytest.mark.parametrize("max_line", [1024, 8192])
+def test_line_at_limit_accepted(make_server, free_port, max_line):
+    """MaxLineLength bytes including the line end is within the limit whichever way one counts."""
     port = free_port()
-    make_server([Listener(port)], IdleTimeout="1s").start()
+    make_server([Listener(port)], MaxLineLength=str(max_line)).start()
     with LineClient.connect(port) as c:
+        body = "w" * (max_line - 2)
+        assert c.cmd(body) == "+OK echo: " + body
+        c.quit()
+
+
+@pytest.mark.parametrize("tls", ["off", "implicit", "starttls"])
+def test_idle_timeout(make_server, free_port, tls_ctx, tls):
+    port = free_port()
+    make_server([Listener(port, tls=tls)], IdleTimeout="1s").start()
+    with LineClient.connect(port, tls=tls_ctx if tls == "implicit" else None) as c:
+        if tls == "starttls":
+            assert c.cmd("STARTTLS") == "+OK begin TLS"
+            c.starttls(tls_ctx)
         t0 = time.monotonic()
         assert c.cmd("still here") == "+OK echo: still here"
         line = c.readline(timeout=15)
@@ -241,6 +258,21 @@ def test_idle_timeout(make_server, free_port):
         assert line == "-ERR idle timeout"
         assert elapsed >= 0.8, f"idle timeout fired after {elapsed:.2f}s with IdleTimeout 1s"
         assert c.at_eof()
+
+
+@pytest.mark.parametrize("when", ["implicit TLS, no ClientHello", "after STARTTLS, no ClientHello"])
+def test_idle_timeout_in_tls_handshake(make_server, free_port, when):
+    """A client that never starts its handshake is closed after IdleTimeout too."""
+    port = free_port()
+    srv = make_server([Listener(port, tls="implicit" if "implicit" in when else "starttls")], IdleTimeout="1s").start()
+    with LineClient.connect(port, greeting=False) as c:
+        if "STARTTLS" in when:
+            assert c.readline() == GREETING
+            assert c.cmd("STARTTLS") == "+OK begin TLS"
+        t0 = time.monotonic()
+        c.read_until_eof(timeout=15)   # whatever comes (nothing, or a TLS alert), the close must come
+        assert time.monotonic() - t0 >= 0.8
+    assert srv.alive()
 
 
 def test_idle_timeout_milliseconds_and_activity(make_server, free_port):
@@ -284,9 +316,16 @@ def test_max_connections(make_server, free_port):
     assert srv.alive()
 
 
-def test_max_connections_per_client(make_server, free_port):
-    port = free_port()
-    make_server([Listener(port)], MaxConnections="100", MaxConnectionsPerClient="2").start()
+@pytest.mark.parametrize("where", ["global", "listen"])
+def test_max_connections_per_client(make_server, free_port, where):
+    port, other_port = free_port(), free_port()
+    if where == "global":
+        listeners = [Listener(port), Listener(other_port)]
+        srv = make_server(listeners, MaxConnections="100", MaxConnectionsPerClient="2")
+    else:
+        listeners = [Listener(port, directives={"MaxConnectionsPerClient": "2"}), Listener(other_port)]
+        srv = make_server(listeners, MaxConnections="100", MaxConnectionsPerClient="50")
+    srv.start()
     a = LineClient.connect(port)
     b = LineClient.connect(port)
     try:
@@ -298,7 +337,27 @@ def test_max_connections_per_client(make_server, free_port):
             assert d.greeting == GREETING
             assert d.cmd("other client") == "+OK echo: other client"
             d.quit()
+        # and so is another listener
+        with LineClient.connect(other_port) as e:
+            assert e.greeting == GREETING
+            e.quit()
         assert a.cmd("a") == "+OK echo: a"
+        b.quit()
+        wait_for(lambda: new_greeting(port) == GREETING, 10, "a slot for this client after one session quit")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_max_connections_is_per_listener(make_server, free_port):
+    p1, p2 = free_port(), free_port()
+    make_server([Listener(p1), Listener(p2)], MaxConnections="1").start()
+    a = LineClient.connect(p1)
+    b = LineClient.connect(p2)
+    try:
+        assert a.greeting == GREETING and b.greeting == GREETING
+        with LineClient.connect(p1, greeting=False) as c:
+            assert c.read_until_eof() == ["-ERR too many connections"]
     finally:
         a.close()
         b.close()
@@ -630,3 +689,219 @@ def test_privilege_drop(make_server, free_port, world_readable_dir, tls_cert):
     assert srv.status()["pid"] == srv.pid
     assert_ctl_ok(srv.stop(), "-s stop of the unprivileged server")
     assert srv.proc.returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# input handling and robustness
+
+def test_partial_lines_byte_by_byte(make_server, free_port, tls_ctx):
+    port, tport = free_port(), free_port()
+    make_server([Listener(port), Listener(tport, tls="implicit")]).start()
+    for c in (LineClient.connect(port), LineClient.connect(tport, tls=tls_ctx)):
+        with c:
+            if not isinstance(c.sock, ssl.SSLSocket):
+                c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for b in b"split line\r\n":
+                c.send(bytes([b]))
+            assert c.readline() == "+OK echo: split line"
+            c.send(b"bare lf\n")
+            assert c.readline() == "+OK echo: bare lf"
+            c.quit()
+
+
+def test_pipelined_burst(make_server, free_port):
+    """Thousands of pipelined lines in one write: every reply, in order (output back-pressure)."""
+    import threading
+    port = free_port()
+    make_server([Listener(port)]).start()
+    n = 5000
+    with LineClient.connect(port, timeout=30) as c:
+        payload = "".join(f"line {i}\r\n" for i in range(n)).encode()
+        sender = threading.Thread(target=c.sock.sendall, args=(payload,), daemon=True)
+        sender.start()
+        for i in range(n):
+            assert c.readline() == f"+OK echo: line {i}"
+        sender.join(10)
+        c.quit()
+
+
+def test_concurrent_sessions(make_server, free_port, tls_ctx):
+    import threading
+    port, tport = free_port(), free_port()
+    srv = make_server([Listener(port), Listener(tport, tls="implicit")]).start()
+    errors = []
+
+    def client(k):
+        try:
+            tls = k % 3 == 0
+            with LineClient.connect(tport if tls else port, tls=tls_ctx if tls else None, timeout=30) as c:
+                assert c.greeting == GREETING
+                for i in range(20):
+                    line = f"client {k} line {i}"
+                    got = c.cmd(line)
+                    assert got == "+OK echo: " + line, got
+                c.quit()
+        except BaseException as e:  # noqa: BLE001 - collected
+            errors.append(f"client {k}: {e!r}")
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "clients still running after 60s"
+    assert errors == []
+    wait_for(lambda: all(l["sessions"] == 0 for l in srv.status()["listeners"]), 10,
+             "every listener's session count back to 0")
+
+
+def test_abrupt_clients_do_not_leak(make_server, free_port, tls_ctx):
+    """Clients that vanish (reset, half a line, half a handshake) leave no session behind."""
+    import struct
+    port, tport = free_port(), free_port()
+    srv = make_server([Listener(port), Listener(tport, tls="implicit")]).start()
+    for i in range(10):
+        c = LineClient.connect(port)
+        c.send("half a li")
+        if i % 2:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        c.close()
+        raw = socket.create_connection(("127.0.0.1", tport), timeout=IO_TIMEOUT)
+        raw.sendall(b"\x16\x03\x01\x00")   # the start of a TLS record, then gone
+        raw.close()
+    with LineClient.connect(tport, tls=tls_ctx) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert srv.alive()
+
+    def idle():
+        st = srv.status()
+        return all(l["sessions"] == 0 for l in st["listeners"]) and \
+            all(m["sessions"] == 0 for m in st["modules"]) and st
+    wait_for(idle, 15, "every session count back to 0")
+    with LineClient.connect(port) as c:
+        c.quit()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# more reload
+
+def test_reload_unchanged_keeps_generation(make_server, free_port):
+    port = free_port()
+    srv = make_server([Listener(port)], copy_modules=True).start()
+    assert_ctl_ok(srv.ctl("-s", "reload"), "reload of an unchanged configuration")
+    assert set(srv.modules()) == {1}
+    with LineClient.connect(port) as c:
+        assert c.greeting == GREETING
+        c.quit()
+
+
+def test_reload_broken_module_keeps_running(make_server, free_port):
+    port = free_port()
+    srv = make_server([Listener(port)], copy_modules=True).start()
+    old = LineClient.connect(port)
+    try:
+        target = srv.module_dir / "mod_echo.so"
+        tmp = srv.module_dir / ".mod_echo.so.new"
+        tmp.write_bytes(b"this is not a shared object\n" * 10)
+        os.replace(tmp, target)
+        r = srv.ctl("-s", "reload")
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        assert "mod_echo.so" in r.stderr, r.stderr
+        assert srv.alive()
+        assert old.cmd("x") == "+OK echo: x"
+        assert new_greeting(port) == GREETING
+        assert set(srv.modules()) == {1}
+        # a good file again: reloads
+        swap_module(srv)
+        assert_ctl_ok(srv.ctl("-s", "reload"), "reload after the module was fixed")
+        assert new_greeting(port) == GREETING_V2
+        old.quit()
+    finally:
+        old.close()
+
+
+def test_reload_changes_tls_mode(make_server, free_port, tls_ctx):
+    port = free_port()
+    srv = make_server([Listener(port)]).start()
+    old = LineClient.connect(port)
+    try:
+        srv.configure([Listener(port, tls="implicit")])
+        assert_ctl_ok(srv.ctl("-s", "reload"), "reload that turns on implicit TLS")
+        with LineClient.connect(port, tls=tls_ctx) as c:
+            assert c.greeting == GREETING
+            assert c.cmd("now over tls") == "+OK echo: now over tls"
+            c.quit()
+        assert srv.listener_status()[f"127.0.0.1:{port}"]["tls"] == "implicit"
+        assert old.cmd("old plain session") == "+OK echo: old plain session"
+        old.quit()
+    finally:
+        old.close()
+
+
+def test_reload_rereads_certificate(make_server, free_port, tls_cert):
+    port = free_port()
+    srv = make_server([Listener(port, tls="implicit")])
+    cert, key = srv.dir / "cert.pem", srv.dir / "key.pem"
+    shutil.copyfile(tls_cert[0], cert)
+    shutil.copyfile(tls_cert[1], key)
+    srv.configure([Listener(port, tls="implicit")], TLSCertificateFile="cert.pem", TLSCertificateKeyFile="key.pem")
+    srv.start()
+
+    def peer_cert():
+        with LineClient.connect(port, tls=client_context(None)) as c:
+            der = c.sock.getpeercert(binary_form=True)
+            c.quit()
+            return der
+    first = peer_cert()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", f"/CN={SERVER_NAME}", "-keyout", str(srv.dir / "key2.pem"),
+                    "-out", str(srv.dir / "cert2.pem")], check=True, capture_output=True, timeout=60)
+    os.replace(srv.dir / "cert2.pem", cert)
+    os.replace(srv.dir / "key2.pem", key)
+    assert_ctl_ok(srv.ctl("-s", "reload"), "reload after replacing the certificate")
+    second = peer_cert()
+    assert second != first, "the server still presents the old certificate after reload"
+    assert second == ssl.PEM_cert_to_DER_cert(cert.read_text())
+
+
+def test_reload_drops_no_connection(make_server, free_port):
+    """Clients connecting all through several reloads are all served (DESIGN: none drops a connection)."""
+    import threading
+    port, extra = free_port(), free_port()
+    srv = make_server([Listener(port)]).start()
+    stop = threading.Event()
+    results = {"ok": 0, "errors": []}
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                with LineClient.connect(port) as c:
+                    assert c.greeting == GREETING, c.greeting
+                    assert c.cmd("ping") == "+OK echo: ping"
+                    c.quit()
+                results["ok"] += 1
+            except BaseException as e:  # noqa: BLE001 - collected
+                results["errors"].append(repr(e))
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(6):
+            # alternate: add a listener, remove it (the hammered one is unchanged all along)
+            srv.configure([Listener(port)] + ([Listener(extra)] if i % 2 == 0 else []))
+            assert_ctl_ok(srv.ctl("-s", "reload"), f"reload {i}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert results["errors"] == [], results["errors"][:5]
+    assert results["ok"] > 0
+
+
+def test_check_missing_file(make_server, free_port, tmp_path):
+    srv = make_server([Listener(free_port())])
+    missing = tmp_path / "nope.conf"
+    r = srv.ctl("-t", conf=missing)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert str(missing) in r.stderr, r.stderr
