@@ -22,7 +22,6 @@
 #define OUT_CHUNK 16384
 #define OUT_HIGH (256 * 1024) /* above this, no more input is delivered until the client reads */
 #define OUT_LOW (64 * 1024)   /* on_writable() is called below this */
-#define MIN_IN_CAP 4096
 #define LINGER_TIME apr_time_from_sec(2)
 #define WRITABLE_ROUNDS 16    /* on_writable() calls in a row before other connections get a turn */
 
@@ -630,7 +629,9 @@ void mph_conn_free(mph_conn *c)
 /* Reads what is there. Returns 1 when bytes came, 0 when nothing more now, -1 at end or error. */
 static int conn_read(mph_conn *c)
 {
-    size_t cap = c->rt->conf->max_line > MIN_IN_CAP ? c->rt->conf->max_line : MIN_IN_CAP;
+    /* The buffer holds at most MaxLineLength bytes: a line that does not fit is too long, whether or
+       not its end has arrived. */
+    size_t cap = c->rt->conf->max_line;
     if (!c->in) {
         c->in = malloc(cap);
         if (!c->in)

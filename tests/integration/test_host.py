@@ -100,8 +100,9 @@ def test_log_format(make_server, free_port):
     pat = re.compile(r"\b(?i:debug)\b \[mp20001\] s=\d+ 127\.0\.0\.1(:\d+)? echo session started$")
     wait_for(lambda: any(pat.search(l) for l in srv.stderr_text().splitlines()), 10,
              "a log line 'TIMESTAMP debug [mp20001] s=ID PEER echo session started'")
+    line_re = re.compile(r"^\S+ (?i:error|warn|notice|info|debug) \[mp\d{5}\] (s=\d+ \S+ )?\S.*$")
     for line in srv.stderr_text().splitlines():
-        assert re.search(r"\[mp\d{5}\]", line), f"log line without [mpNNNNN]: {line!r}"
+        assert line_re.match(line), f"log line not 'TIMESTAMP level [mpNNNNN] [s=ID PEER] message': {line!r}"
 
 
 def test_ipv6_listener(make_server, free_port):
@@ -680,6 +681,10 @@ def test_privilege_drop(make_server, free_port, world_readable_dir, tls_cert):
     uids = wait_for(lambda: all(u == nobody.pw_uid for u in uid_line()) and uid_line(), 10,
                     "the server's Uid line to show nobody")
     assert uids == [nobody.pw_uid] * 4
+    with open(f"/proc/{srv.pid}/status") as f:
+        st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    assert [int(x) for x in st["Gid"].split()] == [nobody.pw_gid] * 4, f"Gid: {st['Gid']}"
+    assert "0" not in st.get("Groups", "").split(), f"still in group root: Groups: {st.get('Groups')}"
     with LineClient.connect(port) as c:
         assert c.cmd("as nobody") == "+OK echo: as nobody"
         c.quit()
@@ -905,3 +910,104 @@ def test_check_missing_file(make_server, free_port, tmp_path):
     r = srv.ctl("-t", conf=missing)
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert str(missing) in r.stderr, r.stderr
+
+
+def test_stop_with_client_not_reading(make_server, free_port):
+    """A client that never reads cannot hold the server: it exits 0 within ShutdownTimeout (plus slack)."""
+    import threading
+    port = free_port()
+    srv = make_server([Listener(port)], ShutdownTimeout="2").start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(IO_TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    blocked = threading.Event()
+
+    def flood():
+        sock.settimeout(2.0)
+        chunk = b"x\r\n" * 20000
+        try:
+            for _ in range(2000):
+                sock.sendall(chunk)
+        except (socket.timeout, OSError):
+            pass
+        blocked.set()
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    try:
+        assert blocked.wait(60), "the server kept reading and answering a client that never reads"
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        rc = srv.wait_exit(timeout=15)
+        assert rc == 0
+        assert time.monotonic() - t0 < 12
+    finally:
+        sock.close()
+
+
+def test_reload_port_in_use_keeps_running(make_server, free_port):
+    port, busy = free_port(), free_port()
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", busy))
+    holder.listen(1)
+    try:
+        srv = make_server([Listener(port)]).start()
+        old = LineClient.connect(port)
+        srv.configure([Listener(port), Listener(busy)])
+        r = srv.ctl("-s", "reload")
+        assert r.returncode != 0, ("reload reported success though it cannot listen on the port", r.stdout, r.stderr)
+        assert f"127.0.0.1:{busy}" in r.stderr, r.stderr
+        assert srv.alive()
+        assert old.cmd("x") == "+OK echo: x"
+        assert new_greeting(port) == GREETING
+        old.quit()
+    finally:
+        holder.close()
+
+
+def test_start_port_in_use_fails(make_server, free_port):
+    busy = free_port()
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", busy))
+    holder.listen(1)
+    try:
+        srv = make_server([Listener(busy)]).start(wait=False)
+        rc = srv.wait_exit(timeout=15)
+        assert rc != 0
+        assert f"127.0.0.1:{busy}" in srv.stderr_text()
+    finally:
+        holder.close()
+
+
+def test_start_bad_config_fails(make_server, free_port):
+    srv = make_server([Listener(free_port())], extra_lines=["Frobnicate yes"])
+    line = srv.line_of("Frobnicate")
+    srv.start(wait=False)
+    assert srv.wait_exit(timeout=15) == 1
+    assert f"{srv.conf}:{line}: " in srv.stderr_text()
+
+
+def test_reload_module_overwritten_in_place(make_server, free_port):
+    """`cp new.so mod_echo.so` rewrites the loaded file's inode in place: the old generation, running from
+    the server's private copy, must not notice; the reload loads the new code."""
+    port = free_port()
+    srv = make_server([Listener(port)], copy_modules=True).start()
+    old = LineClient.connect(port)
+    try:
+        assert old.cmd("x") == "+OK echo: x"
+        target = srv.module_dir / "mod_echo.so"
+        inode = target.stat().st_ino
+        with open(ECHO_V2_SO, "rb") as src, open(target, "r+b") as dst:
+            data = src.read()
+            dst.seek(0)
+            dst.write(data)
+            dst.truncate(len(data))
+        assert target.stat().st_ino == inode
+        assert old.cmd("during") == "+OK echo: during"
+        assert_ctl_ok(srv.ctl("-s", "reload"), "reload after overwriting the module in place")
+        assert new_greeting(port) == GREETING_V2
+        assert old.cmd("after") == "+OK echo: after"
+        old.quit()
+        wait_for(lambda: set(srv.modules()) == {2}, 10, "only generation 2 in status")
+    finally:
+        old.close()
