@@ -34,6 +34,7 @@ START_TIMEOUT = 20.0     # server start until every port accepts
 CTL_TIMEOUT = 30.0       # one `mailprotod -s ...` / `-t` run
 STOP_TIMEOUT = 20.0      # graceful stop until the process is gone
 POLL_INTERVAL = 0.05
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
 
 
 def wait_for(predicate, timeout, what, interval=POLL_INTERVAL):
@@ -579,6 +580,17 @@ def make_server(build_ok, tls_cert, tmp_path):
     yield factory
     for srv in servers:
         srv.kill()
+    # A sanitizer build (MAILPROTO_BUILD=build-asan) reports memory errors and leaks on stderr.
+    reports = []
+    for srv in servers:
+        text = srv.stderr_text()
+        for marker in SANITIZER_MARKERS:
+            i = text.find(marker)
+            if i >= 0:
+                reports.append(f"{srv.stderr_path}:\n{text[max(0, i - 200):i + 3000]}")
+                break
+    if reports:
+        pytest.fail("sanitizer report in mailprotod stderr:\n" + "\n\n".join(reports), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
