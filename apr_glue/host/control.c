@@ -96,18 +96,11 @@ void mph_control_serve(mph_server *srv)
             reply(fd, "ok\n");
             reply(fd, mph_status_json(srv, p));
         } else if (strcmp(line, "reload") == 0) {
-            const char *err = NULL;
-            mph_runtime *rt;
-            mph_log(NULL, MP_LOG_NOTICE, 10301, "reload requested over the control socket");
-            if (!(err = mph_runtime_load(srv, srv->conf_file, 0, &rt)) && (err = mph_runtime_activate(srv, rt)))
-                mph_runtime_discard(srv, rt);
-            if (err) {
-                mph_log(NULL, MP_LOG_ERROR, 10302, "reload refused, the running configuration stays: %s", err);
+            const char *err = mph_server_reload(srv, "over the control socket");
+            if (err)
                 reply(fd, apr_pstrcat(p, "error\n", err, "\n", NULL));
-            } else {
-                mph_log(NULL, MP_LOG_NOTICE, 10303, "reloaded: configuration %u", srv->current->number);
+            else
                 reply(fd, apr_psprintf(p, "ok\nreloaded: configuration %u\n", srv->current->number));
-            }
         } else if (strcmp(line, "stop") == 0) {
             reply(fd, "ok\nstopping\n");
             srv->stop_requested = 1;

@@ -183,10 +183,10 @@ static void accept_on(mph_server *srv, mph_listener *l)
     }
 }
 
-static void do_reload(mph_server *srv)
+const char *mph_server_reload(mph_server *srv, const char *why)
 {
     mph_runtime *rt;
-    mph_log(NULL, MP_LOG_NOTICE, 10404, "reload requested by signal");
+    mph_log(NULL, MP_LOG_NOTICE, 10404, "reload requested %s", why);
     const char *err = mph_runtime_load(srv, srv->conf_file, 0, &rt);
     if (!err && (err = mph_runtime_activate(srv, rt)) != NULL)
         mph_runtime_discard(srv, rt);
@@ -194,6 +194,7 @@ static void do_reload(mph_server *srv)
         mph_log(NULL, MP_LOG_ERROR, 10405, "reload refused, the running configuration stays: %s", err);
     else
         mph_log(NULL, MP_LOG_NOTICE, 10406, "reloaded: configuration %u", srv->current->number);
+    return err;
 }
 
 static unsigned default_threads(void)
@@ -275,7 +276,7 @@ int mph_server_run(mph_server *srv)
         }
         if (srv->reload_requested) {
             srv->reload_requested = 0;
-            do_reload(srv);
+            mph_server_reload(srv, "by signal");
         }
     }
 

@@ -205,6 +205,8 @@ mph_server *mph_server_create(apr_pool_t *pool, const char *conf_file);
 int mph_server_run(mph_server *srv);
 /* -t: loads the configuration (modules and certificates too) without binding. NULL or the error. */
 const char *mph_server_check(mph_server *srv);
+/* Loads the configuration again and makes it current; on error (returned) the running one stays. */
+const char *mph_server_reload(mph_server *srv, const char *why);
 
 /* control.c */
 /* Sends `command` (status, reload, stop) to the server running with `conf_file`; prints its answer.
