@@ -591,7 +591,8 @@ static void conn_destroy(mph_conn *c, mp_close_reason why)
     if (c->ssl)
         SSL_free(c->ssl);
     c->ssl = NULL;
-    apr_socket_close(c->sock);
+    if (!c->borrowed)
+        apr_socket_close(c->sock);
     free(c->in);
     c->in = NULL;
     out_free_all(c);

@@ -3,6 +3,7 @@
  * threads post to (new connection, job done, shut down), module timers, and idle deadlines.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include <apr_atomic.h>
 #include <apr_strings.h>
@@ -153,38 +154,38 @@ static void loop_check_deadlines(mph_loop *loop, apr_time_t now)
     loop->next_check = next;
 }
 
-static void *APR_THREAD_FUNC loop_main(apr_thread_t *thread, void *data)
+/* One round: wait for events (bounded by the next timer or deadline), then act on them. */
+static void loop_iterate(mph_loop *loop)
 {
-    mph_loop *loop = data;
-    while (!loop->quit) {
-        apr_time_t now = apr_time_now();
-        apr_interval_time_t timeout = loop->next_check - now;
-        mp_timer *t = apr_skiplist_peek(loop->timers);
-        if (t && mph_timer_when(t) - now < timeout)
-            timeout = mph_timer_when(t) - now;
-        if (timeout < 0)
-            timeout = 0;
-        if (timeout > apr_time_from_sec(1))
-            timeout = apr_time_from_sec(1);
-        apr_int32_t n = 0;
-        const apr_pollfd_t *descs = NULL;
-        apr_status_t rv = apr_pollset_poll(loop->pollset, timeout, &n, &descs);
-        if (rv == APR_SUCCESS)
-            for (apr_int32_t i = 0; i < n; i++)
-                mph_conn_event(descs[i].client_data, descs[i].rtnevents);
-        loop_take_messages(loop);
-        now = apr_time_now();
-        loop_run_timers(loop, now);
-        loop_check_deadlines(loop, now);
-        loop_free_dead(loop);
-    }
-    /* Whatever is still open when told to quit is cut off. */
+    apr_time_t now = apr_time_now();
+    apr_interval_time_t timeout = loop->next_check - now;
+    mp_timer *t = apr_skiplist_peek(loop->timers);
+    if (t && mph_timer_when(t) - now < timeout)
+        timeout = mph_timer_when(t) - now;
+    if (timeout < 0)
+        timeout = 0;
+    if (timeout > apr_time_from_sec(1))
+        timeout = apr_time_from_sec(1);
+    apr_int32_t n = 0;
+    const apr_pollfd_t *descs = NULL;
+    if (apr_pollset_poll(loop->pollset, timeout, &n, &descs) == APR_SUCCESS)
+        for (apr_int32_t i = 0; i < n; i++)
+            mph_conn_event(descs[i].client_data, descs[i].rtnevents);
+    loop_take_messages(loop);
+    now = apr_time_now();
+    loop_run_timers(loop, now);
+    loop_check_deadlines(loop, now);
+    loop_free_dead(loop);
+}
+
+/* Cuts off what is still open; sessions with a job on a worker end when it comes back (bounded). */
+static void loop_drain(mph_loop *loop)
+{
     mph_conn *c, *cn;
     for (c = APR_RING_FIRST(&loop->conns); c != APR_RING_SENTINEL(&loop->conns, mph_conn, link); c = cn) {
         cn = APR_RING_NEXT(c, link);
         mph_conn_abort(c);
     }
-    /* Sessions with a job on a worker end when it comes back. */
     apr_time_t until = apr_time_now() + apr_time_from_sec(30);
     while (apr_atomic_read32(&loop->nconns) > 0 && apr_time_now() < until) {
         apr_int32_t n;
@@ -195,7 +196,64 @@ static void *APR_THREAD_FUNC loop_main(apr_thread_t *thread, void *data)
     }
     loop_take_messages(loop);
     loop_free_dead(loop);
+}
+
+static void *APR_THREAD_FUNC loop_main(apr_thread_t *thread, void *data)
+{
+    mph_loop *loop = data;
+    while (!loop->quit)
+        loop_iterate(loop);
+    loop_drain(loop);
     return NULL; /* not apr_thread_exit(): pthread_exit's unwinding confuses AddressSanitizer */
+}
+
+static apr_status_t loop_init(mph_server *srv, mph_loop *loop, unsigned index, apr_pool_t *parent)
+{
+    apr_status_t rv;
+    loop->server = srv;
+    loop->index = index;
+    if ((rv = apr_pool_create(&loop->pool, parent)) != APR_SUCCESS)
+        return rv;
+    APR_RING_INIT(&loop->conns, mph_conn, link);
+    loop->dead = apr_array_make(loop->pool, 16, sizeof(mph_conn *));
+    loop->next_check = apr_time_now() + apr_time_from_sec(3600);
+    if ((rv = apr_thread_mutex_create(&loop->mutex, APR_THREAD_MUTEX_DEFAULT, loop->pool)) != APR_SUCCESS ||
+        (rv = apr_pollset_create(&loop->pollset, 1024, loop->pool, APR_POLLSET_WAKEABLE)) != APR_SUCCESS ||
+        (rv = apr_skiplist_init(&loop->timers, loop->pool)) != APR_SUCCESS)
+        return rv;
+    apr_skiplist_set_compare(loop->timers, mph_timer_compare, mph_timer_compare);
+    return APR_SUCCESS;
+}
+
+apr_status_t mph_loop_serve_one(mph_server *srv, apr_socket_t *sock, apr_pool_t *pool, mph_runtime *rt,
+                                mph_listen_rt *lrt, int refuse)
+{
+    /* The same loop and connection code as mailprotod's threads, on the caller's thread, for one
+       connection: the embedding API's driver. */
+    mph_loop loop;
+    memset(&loop, 0, sizeof loop);
+    apr_status_t rv = loop_init(srv, &loop, (unsigned)-1, pool);
+    if (rv != APR_SUCCESS)
+        return rv;
+    apr_pool_t *cpool;
+    apr_pool_create(&cpool, pool);
+    mph_conn *c = mph_conn_new(&loop, sock, cpool, rt, lrt);
+    c->borrowed = 1;
+    mph_conn_start(c, refuse);
+    apr_time_t until = 0;
+    while (apr_atomic_read32(&loop.nconns) > 0) {
+        if (srv->stopping && !loop.stopping) { /* the embedding server is going away: say goodbye */
+            loop.stopping = 1;
+            mph_conn_shutdown(c);
+            until = apr_time_now() + rt->conf->shutdown_timeout;
+        }
+        if (loop.stopping && apr_time_now() >= until)
+            break;
+        loop_iterate(&loop);
+    }
+    loop_drain(&loop);
+    apr_pool_destroy(loop.pool);
+    return APR_SUCCESS;
 }
 
 apr_status_t mph_loops_start(mph_server *srv, unsigned n)
@@ -203,20 +261,9 @@ apr_status_t mph_loops_start(mph_server *srv, unsigned n)
     apr_status_t rv;
     srv->nloops = n;
     srv->loops = apr_pcalloc(srv->pool, n * sizeof(mph_loop));
-    for (unsigned i = 0; i < n; i++) {
-        mph_loop *loop = &srv->loops[i];
-        loop->server = srv;
-        loop->index = i;
-        apr_pool_create(&loop->pool, srv->pool);
-        APR_RING_INIT(&loop->conns, mph_conn, link);
-        loop->dead = apr_array_make(loop->pool, 16, sizeof(mph_conn *));
-        loop->next_check = apr_time_now() + apr_time_from_sec(3600);
-        if ((rv = apr_thread_mutex_create(&loop->mutex, APR_THREAD_MUTEX_DEFAULT, loop->pool)) != APR_SUCCESS ||
-            (rv = apr_pollset_create(&loop->pollset, 1024, loop->pool, APR_POLLSET_WAKEABLE)) != APR_SUCCESS ||
-            (rv = apr_skiplist_init(&loop->timers, loop->pool)) != APR_SUCCESS)
+    for (unsigned i = 0; i < n; i++)
+        if ((rv = loop_init(srv, &srv->loops[i], i, srv->pool)) != APR_SUCCESS)
             return rv;
-        apr_skiplist_set_compare(loop->timers, mph_timer_compare, mph_timer_compare);
-    }
     for (unsigned i = 0; i < n; i++)
         if ((rv = apr_thread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i], srv->pool))
             != APR_SUCCESS)

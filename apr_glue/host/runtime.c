@@ -173,8 +173,9 @@ static const char *rt_tls(mph_runtime *rt, mph_listen_rt *lrt, apr_hash_t *cache
     return NULL;
 }
 
-const char *mph_runtime_load(mph_server *srv, const char *file, int check_only, mph_runtime **rt_r)
+const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r)
 {
+    const char *file = srv->conf_file;
     apr_pool_t *pool;
     apr_pool_create(&pool, NULL);
     apr_pool_tag(pool, "mph_runtime");
@@ -185,7 +186,8 @@ const char *mph_runtime_load(mph_server *srv, const char *file, int check_only, 
     rt->listens = apr_array_make(pool, 8, sizeof(mph_listen_rt));
     rt->tls_ctxs = apr_array_make(pool, 2, sizeof(SSL_CTX *));
 
-    const char *err = mph_conf_parse(pool, file, &rt->conf);
+    const char *err = srv->conf_text ? mph_conf_parse_string(pool, file, srv->conf_dir, srv->conf_text, &rt->conf)
+                                     : mph_conf_parse(pool, file, &rt->conf);
     if (err) {
         err = apr_pstrdup(srv->pool, err);
         apr_pool_destroy(pool);
@@ -261,6 +263,10 @@ static const char *listener_open(mph_server *srv, const mph_conf *conf, const mp
     l->per_client = apr_hash_make(pool);
     apr_thread_mutex_create(&l->mutex, APR_THREAD_MUTEX_DEFAULT, pool);
 
+    if (srv->embedded) { /* the embedding server owns the sockets: this only carries the counters */
+        *l_r = l;
+        return NULL;
+    }
     apr_sockaddr_t *sa;
     apr_status_t rv;
     char buf[128];
@@ -309,7 +315,8 @@ static void listener_close(mph_server *srv, mph_listener *l)
 {
     if (srv->pollset)
         listener_watch(srv, l, 0);
-    apr_socket_close(l->sock);
+    if (l->sock)
+        apr_socket_close(l->sock);
     l->sock = NULL;
     l->in_current = 0;
     mph_log(NULL, MP_LOG_NOTICE, 10203, "stopped listening on %s", l->address);
@@ -332,7 +339,8 @@ const char *mph_runtime_activate(mph_server *srv, mph_runtime *rt)
         if (err) {
             for (int j = 0; j < opened->nelts; j++) {
                 mph_listener *l = APR_ARRAY_IDX(opened, j, mph_listener *);
-                apr_socket_close(l->sock);
+                if (l->sock)
+                    apr_socket_close(l->sock);
                 mph_listener_release(l);
             }
             for (int j = 0; j < rt->listens->nelts; j++)
@@ -375,6 +383,16 @@ const char *mph_runtime_activate(mph_server *srv, mph_runtime *rt)
     apr_thread_mutex_unlock(srv->mutex);
     if (old)
         mph_runtime_release(srv, old);
+    return NULL;
+}
+
+mph_listen_rt *mph_runtime_listen(mph_runtime *rt, const char *address)
+{
+    for (int i = 0; i < rt->listens->nelts; i++) {
+        mph_listen_rt *lrt = &APR_ARRAY_IDX(rt->listens, i, mph_listen_rt);
+        if (strcmp(lrt->info.address, address) == 0)
+            return lrt;
+    }
     return NULL;
 }
 

@@ -39,7 +39,7 @@ mph_server *mph_server_create(apr_pool_t *pool, const char *conf_file)
 const char *mph_server_check(mph_server *srv)
 {
     mph_runtime *rt;
-    const char *err = mph_runtime_load(srv, srv->conf_file, 1, &rt);
+    const char *err = mph_runtime_load(srv, 1, &rt);
     if (!err)
         mph_runtime_discard(srv, rt);
     return err;
@@ -120,6 +120,33 @@ static const char *write_pid_file(mph_server *srv, const mph_conf *conf)
 
 /* ---------------------------------------------------------------- accepting */
 
+/* Limits are decided where every new session passes, so they hold under a burst. */
+int mph_admit(mph_runtime *rt, mph_listen_rt *lrt, const char *ip)
+{
+    mph_listener *l = lrt->listener;
+    int refuse = 0;
+    apr_thread_mutex_lock(l->mutex);
+    mph_client_count *cc = apr_hash_get(l->per_client, ip, APR_HASH_KEY_STRING);
+    if (apr_atomic_read32(&l->sessions) >= (apr_uint32_t)lrt->conf->max_connections ||
+        (cc && cc->n >= (unsigned)lrt->conf->max_per_client)) {
+        refuse = 1;
+    } else {
+        if (!cc) {
+            if (!(cc = calloc(1, sizeof *cc)))
+                abort();
+            apr_cpystrn(cc->ip, ip, sizeof cc->ip);
+            apr_hash_set(l->per_client, cc->ip, APR_HASH_KEY_STRING, cc);
+        }
+        cc->n++;
+        apr_atomic_inc32(&l->sessions);
+        for (int g = 0; g < rt->gens->nelts; g++)
+            apr_atomic_inc32(&APR_ARRAY_IDX(rt->gens, g, mph_generation *)->sessions);
+    }
+    apr_thread_mutex_unlock(l->mutex);
+    apr_atomic_inc32(&l->refs);
+    return refuse;
+}
+
 static void accept_on(mph_server *srv, mph_listener *l)
 {
     for (int i = 0; i < 64; i++) {
@@ -153,31 +180,11 @@ static void accept_on(mph_server *srv, mph_listener *l)
             apr_pool_destroy(pool);
             continue;
         }
-        /* Limits are decided here, where every accept passes, so they hold under a burst. */
         apr_sockaddr_t *sa;
         char *ip = "";
         if (apr_socket_addr_get(&sa, APR_REMOTE, sock) == APR_SUCCESS)
             apr_sockaddr_ip_get(&ip, sa);
-        int refuse = 0;
-        apr_thread_mutex_lock(l->mutex);
-        mph_client_count *cc = apr_hash_get(l->per_client, ip, APR_HASH_KEY_STRING);
-        if (apr_atomic_read32(&l->sessions) >= (apr_uint32_t)lrt->conf->max_connections ||
-            (cc && cc->n >= (unsigned)lrt->conf->max_per_client)) {
-            refuse = 1;
-        } else {
-            if (!cc) {
-                if (!(cc = calloc(1, sizeof *cc)))
-                    abort();
-                apr_cpystrn(cc->ip, ip, sizeof cc->ip);
-                apr_hash_set(l->per_client, cc->ip, APR_HASH_KEY_STRING, cc);
-            }
-            cc->n++;
-            apr_atomic_inc32(&l->sessions);
-            for (int g = 0; g < rt->gens->nelts; g++)
-                apr_atomic_inc32(&APR_ARRAY_IDX(rt->gens, g, mph_generation *)->sessions);
-        }
-        apr_thread_mutex_unlock(l->mutex);
-        apr_atomic_inc32(&l->refs);
+        int refuse = mph_admit(rt, lrt, ip);
         mph_loop *loop = &srv->loops[srv->next_loop++ % srv->nloops];
         mph_loop_post_conn(loop, sock, pool, rt, lrt, refuse);
     }
@@ -187,7 +194,7 @@ const char *mph_server_reload(mph_server *srv, const char *why)
 {
     mph_runtime *rt;
     mph_log(NULL, MP_LOG_NOTICE, 10404, "reload requested %s", why);
-    const char *err = mph_runtime_load(srv, srv->conf_file, 0, &rt);
+    const char *err = mph_runtime_load(srv, 0, &rt);
     if (!err && (err = mph_runtime_activate(srv, rt)) != NULL)
         mph_runtime_discard(srv, rt);
     if (err)
@@ -223,7 +230,7 @@ int mph_server_run(mph_server *srv)
     /* Every thread started from here on inherits the mask; only the signal thread takes them. */
     pthread_sigmask(SIG_BLOCK, &handled_signals, NULL);
 
-    if ((err = mph_runtime_load(srv, srv->conf_file, 0, &rt)) != NULL) {
+    if ((err = mph_runtime_load(srv, 0, &rt)) != NULL) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }

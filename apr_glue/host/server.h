@@ -101,6 +101,8 @@ struct mph_conn {
     int peer_gone;
     int connected;                   /* on_connect was called: on_close is owed */
     int refused;                     /* over a connection limit: not counted in the listener's sessions */
+    int borrowed;                    /* the socket is the embedding server's: left open at the end */
+    apr_interval_time_t saved_timeout;
     int goodbye_said;
     mp_close_reason close_reason;
     int tls_requested;               /* start_tls() during this callback */
@@ -138,7 +140,10 @@ struct mph_loop {
 
 struct mph_server {
     apr_pool_t *pool;
-    const char *conf_file;
+    const char *conf_file;           /* the file, or the name that stands for it in messages */
+    const char *conf_text;           /* embedded: the configuration text (NULL: read conf_file) */
+    const char *conf_dir;            /* embedded: where relative paths resolve */
+    int embedded;                    /* listeners name settings only: nothing is bound */
     mph_runtime *current;            /* guarded by mutex */
     apr_thread_mutex_t *mutex;       /* guards current, gens, listeners */
     apr_array_header_t *listeners;   /* mph_listener *, the bound ones */
@@ -167,6 +172,9 @@ void mph_loops_join(mph_server *srv);
 unsigned mph_loops_sessions(mph_server *srv);
 void mph_loop_post_job_done(mph_loop *loop, mph_conn *c, void *job);
 void mph_loop_post_wakeup(mph_loop *loop, mph_conn *c);
+/* Serves one connection on the calling thread until it ends (the embedding API). */
+apr_status_t mph_loop_serve_one(mph_server *srv, apr_socket_t *sock, apr_pool_t *pool, mph_runtime *rt,
+                                mph_listen_rt *lrt, int refuse);
 
 /* conn.c */
 extern const mp_host mph_host_services;
@@ -188,7 +196,7 @@ mph_conn *mph_timer_conn(const mp_timer *t);
 apr_time_t mph_conn_deadline(const mph_conn *c);
 
 /* runtime.c */
-const char *mph_runtime_load(mph_server *srv, const char *file, int check_only, mph_runtime **rt_r);
+const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r);
 const char *mph_runtime_activate(mph_server *srv, mph_runtime *rt);
 void mph_runtime_discard(mph_server *srv, mph_runtime *rt);
 mph_runtime *mph_runtime_acquire(mph_server *srv);
@@ -200,6 +208,9 @@ void mph_listeners_watch_all(mph_server *srv);
 void mph_listeners_close_all(mph_server *srv);
 
 /* server.c */
+/* Counts a new session against its listener's limits. Returns 1 when it must be refused (not counted). */
+int mph_admit(mph_runtime *rt, mph_listen_rt *lrt, const char *ip);
+mph_listen_rt *mph_runtime_listen(mph_runtime *rt, const char *address);
 mph_server *mph_server_create(apr_pool_t *pool, const char *conf_file);
 /* Loads the configuration and runs until stopped. Returns the exit code. */
 int mph_server_run(mph_server *srv);
