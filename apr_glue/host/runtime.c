@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include <apr_atomic.h>
 #include <apr_file_io.h>
@@ -198,13 +200,25 @@ const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r
         const char *tmp;
         apr_temp_dir_get(&tmp, pool);
         copy_dir = apr_psprintf(pool, "%s/mailprotod-check.%" APR_PID_T_FMT, tmp, getpid());
+    } else if (srv->embedded && !apr_table_get(rt->conf->values, "StateDir")) {
+        /* Inside another server (running as its user) the configuration's folder may not be writable. */
+        const char *tmp;
+        apr_temp_dir_get(&tmp, pool);
+        copy_dir = apr_psprintf(pool, "%s/mailproto-modules.%ld", tmp, (long)geteuid());
     } else {
         copy_dir = apr_pstrcat(pool, rt->conf->state_dir, "/modules", NULL);
     }
-    apr_status_t rv = apr_dir_make_recursive(copy_dir, APR_FPROT_OS_DEFAULT, pool);
+    apr_status_t rv = apr_dir_make_recursive(copy_dir, APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_UEXECUTE, pool);
     if (rv != APR_SUCCESS) {
         char buf[128];
         err = apr_psprintf(pool, "%s: cannot create %s: %s", file, copy_dir, apr_strerror(rv, buf, sizeof buf));
+        goto fail;
+    }
+    /* Code is loaded from here: it must be ours alone, not a folder someone else made for us. */
+    struct stat st;
+    if (lstat(copy_dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022)) {
+        err = apr_psprintf(pool, "%s: %s must be a folder owned by this user and writable by it alone", file,
+                           copy_dir);
         goto fail;
     }
     for (int i = 0; i < rt->conf->modules->nelts && !err; i++)
@@ -319,7 +333,8 @@ static void listener_close(mph_server *srv, mph_listener *l)
         apr_socket_close(l->sock);
     l->sock = NULL;
     l->in_current = 0;
-    mph_log(NULL, MP_LOG_NOTICE, 10203, "stopped listening on %s", l->address);
+    mph_log(NULL, MP_LOG_NOTICE, 10203, srv->embedded ? "endpoint %s removed" : "stopped listening on %s",
+            l->address);
     mph_listener_release(l);
 }
 
@@ -366,7 +381,7 @@ const char *mph_runtime_activate(mph_server *srv, mph_runtime *rt)
         *(mph_listener **)apr_array_push(keep) = l;
         if (srv->pollset)
             listener_watch(srv, l, 1);
-        mph_log(NULL, MP_LOG_NOTICE, 10204, "listening on %s", l->address);
+        mph_log(NULL, MP_LOG_NOTICE, 10204, srv->embedded ? "endpoint %s" : "listening on %s", l->address);
     }
     srv->listeners = keep;
     for (int i = 0; i < rt->listens->nelts; i++) {
