@@ -80,7 +80,8 @@ struct mp_session {
 
 typedef struct mp_timer mp_timer;
 typedef void (*mp_timer_fn)(mp_session *s, void *arg);
-/* Runs on a worker thread: may block (fsync, a large scan); must not call any host function. */
+/* Runs on a worker thread: may block (fsync, a large scan); must not call any host function but
+   log(NULL, ...). */
 typedef void (*mp_work_fn)(void *arg);
 /* Runs back on the session's thread after the work finished; `closing` is 1 when the session is going
    away (the client left), in which case the callback must not write. */
@@ -144,7 +145,8 @@ struct mp_host {
 
     /* ---- logging ---- */
     /* One log line: level, "[mpNNNNN]" from msgid (a number unique to the call site), the session id and
-       peer when s is not NULL, then the message. Messages never contain passwords. */
+       peer when s is not NULL, then the message. Messages never contain passwords. With s NULL it may be
+       called from any thread (a provider's worker or watcher); with a session, from that session's. */
     void (*log)(mp_session *s, mp_log_level level, int msgid, const char *fmt, ...)
 #if defined(__GNUC__)
         __attribute__((format(printf, 4, 5)))
