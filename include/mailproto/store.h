@@ -110,12 +110,16 @@ typedef struct mp_sync_cb {
     void (*exists)(void *arg, uint32_t count, uint32_t recent);
 } mp_sync_cb;
 
-/* What a saved message gets. */
+/* What a saved message gets. save_commit takes NULL for a plain delivery ({.delivery = 1}). */
 typedef struct mp_save_meta {
     uint32_t flags;
     uint32_t nkeywords;
     const char *const *keywords;
     apr_time_t internal_date;  /* 0: now */
+    /* 1: a delivery (SMTP, LMTP). The message is new to the user and gets its UID when a reader next syncs
+       the folder, so concurrent deliveries never wait for a folder's index lock; the targets' uid and
+       uidvalidity stay 0. 0 (APPEND): UIDs are assigned before save_commit returns (RFC 4315 APPENDUID). */
+    int delivery;
 } mp_save_meta;
 
 /* A destination of a save: one user's folder (SMTP delivery to several recipients, IMAP COPY). */
