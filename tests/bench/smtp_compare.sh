@@ -1,0 +1,107 @@
+#!/bin/bash
+# SMTP delivery benchmark, side by side in one run (issue 4): Postfix's smtp-source, 20 sessions, 4 KiB
+# messages, 5,000 messages, against
+#   1. mailprotod (mod_smtp + mod_maildir + mod_passwd) delivering durably into a Maildir,
+#   2. Postfix delivering into a Maildir (the peers harness, ../shared/peers/setup-postfix.sh),
+#   3. smtp-sink (the protocol ceiling, nothing stored),
+#   4. the raw durable-write ceiling of the disk (tests/bench/durable_write.c: write 4 KiB + fsync + rename
+#      + fsync of the folder), with 1 and with 20 writers.
+# Then the ratios the issue asks for: mailprotod / Postfix (goal >= 3) and mailprotod / ceiling(20)
+# (goal >= 0.6).
+#
+# usage: tests/bench/smtp_compare.sh [--build DIR]      (as root, on loopback only; a few minutes)
+# env:   PEERS_DIR=<the peers harness>  (default: ../shared/peers next to the checkout)
+#        SESSIONS=20 SIZE=4096 COUNT=5000 DURATION=60 WORKERS=20 PORT=10525
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+build=$repo/build
+[ "${1:-}" = --build ] && build=$(cd "$2" && pwd)
+PEERS_DIR=${PEERS_DIR:-$repo/../shared/peers}
+[ -d "$PEERS_DIR" ] || PEERS_DIR=/work/shared/peers
+export SESSIONS=${SESSIONS:-20} SIZE=${SIZE:-4096} COUNT=${COUNT:-5000} DURATION=${DURATION:-60}
+WORKERS=${WORKERS:-20}
+PORT=${PORT:-10525}
+
+die() { echo "ERROR: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root (Postfix's instance and the peers harness need it)"
+[ -x "$build/mailprotod" ] || die "no $build/mailprotod (cmake --build $build)"
+for m in smtp maildir passwd; do [ -f "$build/modules/mod_$m.so" ] || die "no $build/modules/mod_$m.so"; done
+[ -f "$PEERS_DIR/bench-smtp.sh" ] || die "no peers harness at $PEERS_DIR"
+
+work=$(mktemp -d /var/tmp/mailproto-bench-XXXXXX)
+chmod 755 "$work"
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+rate_of() { sed -n 's/.*rate=\([0-9.]*\).*/\1/p' | tail -1; }
+
+echo "== setup: Postfix (peers harness)"
+bash "$PEERS_DIR/setup-postfix.sh" >"$work/setup-postfix.log" 2>&1 || { tail -20 "$work/setup-postfix.log"; die "setup-postfix.sh failed"; }
+. "$PEERS_DIR/lib.sh"
+PATH=$PATH:/usr/sbin
+
+echo "== durable-write ceiling (4 KiB, write+fsync+rename+fsync dir) in $work"
+cc -O2 -pthread -o "$work/durable_write" "$here/durable_write.c" || die "cannot compile durable_write.c"
+dw1=$("$work/durable_write" "$work/dw1" 1 1000 "$SIZE" | tee /dev/stderr | rate_of)
+dw20=$("$work/durable_write" "$work/dw20" 20 "$COUNT" "$SIZE" | tee /dev/stderr | rate_of)
+rm -rf "$work/dw1" "$work/dw20"
+
+echo "== mailprotod on 127.0.0.1:$PORT (Workers $WORKERS)"
+mkdir -p "$work/mp/state"
+: >"$work/mp/users"
+for i in $(seq 1 100); do echo "u$i@localhost:{PLAIN}pass" >>"$work/mp/users"; done
+cat >"$work/mp/mailprotod.conf" <<EOF
+ServerName  bench.localhost
+ModuleDir   $build/modules
+LoadModule  smtp    mod_smtp.so
+LoadModule  maildir mod_maildir.so
+LoadModule  passwd  mod_passwd.so
+StateDir    state
+LogLevel    warn
+Workers     $WORKERS
+MaxConnectionsPerClient 1000
+LocalDomains localhost
+MailStore   maildir:mail/%d/%n
+UserDB      passwd-file:users
+<Listen 127.0.0.1:$PORT>
+    Protocol smtp
+</Listen>
+EOF
+"$build/mailprotod" -c "$work/mp/mailprotod.conf" 2>"$work/mp/stderr" &
+pid=$!
+for _ in $(seq 1 50); do ss -ltn | grep -q "127.0.0.1:$PORT " && break; sleep 0.1; done
+ss -ltn | grep -q "127.0.0.1:$PORT " || { cat "$work/mp/stderr"; die "mailprotod did not start"; }
+# one message first, so that the Maildir exists for the delivery counter
+swaks --server 127.0.0.1 --port "$PORT" --from a@test --to u1@localhost --silent 2 >/dev/null 2>&1 || true
+out=$(RCPT=u1@localhost DELIVERY_DIR="$work/mp/mail/localhost/u1/new" bash "$PEERS_DIR/bench-smtp.sh" "127.0.0.1:$PORT")
+echo "$out"
+mp=$(echo "$out" | grep 'RESULT smtp-delivery' | rate_of)
+kill "$pid"; wait "$pid" 2>/dev/null; pid=
+
+echo "== Postfix on 127.0.0.1:$SMTP_PORT into $PEER_MAIL/u1/Maildir"
+bash "$PEERS_DIR/peers-ctl.sh" start >/dev/null 2>&1 || true
+swaks --server 127.0.0.1 --port "$SMTP_PORT" --from a@test --to u1@localhost --silent 2 >/dev/null 2>&1 || true
+for _ in $(seq 1 50); do [ -d "$PEER_MAIL/u1/Maildir/new" ] && break; sleep 0.2; done
+out=$(RCPT=u1@localhost DELIVERY_DIR="$PEER_MAIL/u1/Maildir/new" bash "$PEERS_DIR/bench-smtp.sh" "127.0.0.1:$SMTP_PORT")
+echo "$out"
+pf=$(echo "$out" | grep 'RESULT smtp-delivery' | rate_of)
+
+echo "== smtp-sink (no storage)"
+out=$(bash "$PEERS_DIR/bench-smtp.sh" sink)
+echo "$out"
+sink=$(echo "$out" | grep 'RESULT smtp ' | rate_of)
+
+ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"n/a\" }"; }
+echo
+echo "SUMMARY sessions=$SESSIONS size=$SIZE count=$COUNT"
+printf '  %-44s %10s msg/s\n' "mailprotod, delivered durably to Maildir" "${mp:-?}" \
+	"Postfix, delivered to Maildir" "${pf:-?}" "smtp-sink (no storage)" "${sink:-?}" \
+	"durable-write ceiling, 1 writer" "${dw1:-?}" "durable-write ceiling, 20 writers" "${dw20:-?}"
+echo "  mailprotod / Postfix          = $(ratio "${mp:-0}" "${pf:-0}")   (goal >= 3)"
+echo "  mailprotod / ceiling(20)      = $(ratio "${mp:-0}" "${dw20:-0}")   (goal >= 0.60)"
+echo "  mailprotod / smtp-sink        = $(ratio "${mp:-0}" "${sink:-0}")"
