@@ -24,13 +24,15 @@ const char *mp_embed_create(apr_pool_t *pool, const char *name, const char *base
     e->srv->conf_text = apr_pstrdup(p, text);
     e->srv->conf_dir = apr_pstrdup(p, base_dir);
     e->srv->embedded = 1;
-    mph_runtime *rt;
+    mph_runtime *rt = NULL;
     const char *err = mph_runtime_load(e->srv, 0, &rt);
     if (!err && (err = mph_runtime_activate(e->srv, rt)) != NULL)
         mph_runtime_discard(e->srv, rt);
-    if (!err && apr_thread_pool_create(&e->srv->workers, 1,
-                                       rt->conf->workers > 0 ? (apr_size_t)rt->conf->workers : 4, p) != APR_SUCCESS)
+    apr_size_t workers = !err && rt->conf->workers > 0 ? (apr_size_t)rt->conf->workers : 4;
+    if (!err && apr_thread_pool_create(&e->srv->workers, workers, workers, p) != APR_SUCCESS)
         err = "cannot start the worker threads";
+    if (!err)
+        apr_thread_pool_idle_max_set(e->srv->workers, workers);
     if (err) {
         err = apr_pstrdup(pool, err);
         apr_pool_destroy(p);

@@ -259,7 +259,10 @@ int mph_server_run(mph_server *srv)
 
     unsigned threads = rt->conf->threads > 0 ? (unsigned)rt->conf->threads : default_threads();
     unsigned workers = rt->conf->workers > 0 ? (unsigned)rt->conf->workers : 4;
-    if ((rv = apr_thread_pool_create(&srv->workers, 1, workers, srv->pool)) != APR_SUCCESS ||
+    /* All workers from the start and kept while idle: no thread is created per job. */
+    if ((rv = apr_thread_pool_create(&srv->workers, workers, workers, srv->pool)) == APR_SUCCESS)
+        apr_thread_pool_idle_max_set(srv->workers, workers);
+    if (rv != APR_SUCCESS ||
         (rv = mph_loops_start(srv, threads)) != APR_SUCCESS) {
         fprintf(stderr, "mailprotod: cannot start threads\n");
         return 1;

@@ -766,6 +766,7 @@ unsigned fake_fire_timers(fake_session *fs)
         t->active = 0;
         fired++;
         t->fn(&fs->s, t->arg);
+        fs->resume = 1; /* like the real host, buffered input is offered again after a timer */
         settle(fs);
     }
     return fired;

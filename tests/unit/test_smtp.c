@@ -911,9 +911,9 @@ static void test_auth_flows(void)
     CU_ASSERT_EQUAL(fake_last_timer_after(fs), FAKE_AUTH_DELAY);
     CU_ASSERT_EQUAL(fstats.auth_failed, 1);
     CU_ASSERT_EQUAL(fake_fire_timers(fs), 1);
-    CU_ASSERT_STRING_EQUAL(fake_output(fs), "535 5.7.8 Authentication credentials invalid\r\n");
+    /* the pipelined NOOP waited for the delayed 535 and is answered after it, in order */
+    CU_ASSERT_STRING_EQUAL(fake_output(fs), "535 5.7.8 Authentication credentials invalid\r\n250 2.0.0 Ok\r\n");
     fake_clear(fs);
-    EXPECT(fs, "NOOP\r\n", "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n"); /* the pipelined NOOP waited, in order */
     CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "[mp30031] AUTH PLAIN failed for user 'alice@example.test'"));
     CU_ASSERT_PTR_NULL(strstr(fake_log(fs), "wrong"));
     /* LOGIN: Username:, Password: */
