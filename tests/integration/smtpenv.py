@@ -153,3 +153,31 @@ def wait_port_free(port, timeout=10):
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) != 0
     wait_for(free, timeout, f"port {port} to close")
+
+
+USERS_FILE = ("alice@example.test:{PLAIN}wonderland\n"
+              "bob@example.test:{SHA512-CRYPT}%s\n"
+              "carol@example.test:{PLAIN}x\n")
+
+
+def start_smtp_httpd(tls_cert, free_port, request):
+    """The same four roles served by Apache httpd through mod_mailproto (issue 6): the handler files of
+    build/modules, configured with httpd's Mailproto* directives."""
+    from httpdenv import Httpd
+    h = Httpd(tls_cert[0], tls_cert[1], free_port)
+    request.addfinalizer(h.stop)
+    mx, sub, subs, lmtp = free_port(), free_port(), free_port(), free_port()
+    mods = BUILD / "modules"
+    h.write([f"MailprotoLoad smtp {mods}/mod_smtp.so", f"MailprotoLoad lmtp {mods}/mod_lmtp.so",
+             f"MailprotoLoad maildir {mods}/mod_maildir.so", f"MailprotoLoad passwd {mods}/mod_passwd.so",
+             f"MailprotoLocalDomains {DOMAIN}", "MailprotoStore maildir:mail/%d/%n",
+             "MailprotoUserDB passwd-file:users", "MailprotoMaxMessageSize 1M"],
+            [(mx, ["MailprotoProtocol smtp", "MailprotoTLS starttls"]),
+             (sub, ["MailprotoProtocol smtp", "MailprotoTLS required", "MailprotoSubmission on"]),
+             (subs, ["MailprotoProtocol smtp", "MailprotoTLS implicit", "MailprotoSubmission on"]),
+             (lmtp, ["MailprotoProtocol lmtp", "MailprotoTLS off"])])
+    (h.root / "users").write_text(USERS_FILE % sha512_crypt("builder"))
+    (h.root / "mail").mkdir()
+    h.give_to_run_user(h.root / "mail")
+    h.start()
+    return SmtpEnv(h, mx, sub, subs, lmtp)

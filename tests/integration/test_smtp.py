@@ -18,11 +18,14 @@ from pathlib import Path
 import pytest
 
 from conftest import IO_TIMEOUT, SERVER_NAME, client_context, wait_for
-from smtpenv import (SmtpClient, check_delivered, message, start_smtp_server)
+from smtpenv import (SmtpClient, check_delivered, message, start_smtp_httpd, start_smtp_server)
 
 
-@pytest.fixture
-def env(make_server, free_port):
+@pytest.fixture(params=["mailprotod", "httpd"])
+def env(request, make_server, free_port, tls_cert):
+    """Every SMTP test runs against mailprotod and against the same handlers inside Apache httpd."""
+    if request.param == "httpd":
+        return start_smtp_httpd(tls_cert, free_port, request)
     return start_smtp_server(make_server, free_port)
 
 
