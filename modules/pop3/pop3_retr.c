@@ -1,0 +1,286 @@
+/*
+ * Multi-line responses produced as the client reads them (RFC 1939 section 3): RETR and TOP stream the
+ * message, LIST and UIDL without argument walk the maildrop. A producer writes until POP3_OUT_HIGH bytes
+ * are queued, then asks the host for on_writable() and goes on from there, so a 50 MB message or a
+ * 100,000-message listing never sits in memory: one POP3_CHUNK read buffer and the bounded output queue.
+ * While a response is being produced the host delivers no input, so pipelined commands wait their turn.
+ *
+ * Message text arrives from the store with CRLF line ends (store.h); here it is dot-stuffed (a line that
+ * starts with "." gets one more), given a final CRLF if the message lacks one, and terminated by ".".
+ * The dot-stuffing state (at a line start or not) carries over from one read to the next, so a line
+ * whose "." is the first byte of a chunk is stuffed too.
+ *
+ * Reading is blocking file I/O done on the event-loop thread: message_open() opens one file and each
+ * stream_read() reads one chunk, normally from the page cache, comparable to a socket write. Moving them
+ * to a job per chunk would cost a thread hand-off per 64 KiB for the common case; the folder open, the
+ * lock and the expunge, which may scan or fsync, do go through run_blocking().
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <apr_strings.h>
+#include <openssl/evp.h>
+
+#include "pop3.h"
+
+typedef enum out_kind { OUT_MESSAGE = 1, OUT_LIST = 2, OUT_UIDL = 3 } out_kind;
+
+struct pop3_output {
+    out_kind kind;
+    apr_pool_t *pool;          /* this response's; freed when it ends */
+    uint32_t index;            /* OUT_MESSAGE: the message; listings: the next entry */
+    mp_msg_stream *stream;
+    char *buf;                 /* POP3_CHUNK bytes */
+    int top;                   /* TOP: stop after lines_left body lines */
+    int in_body;               /* TOP: the blank line after the headers has been sent */
+    uint64_t lines_left;
+    int at_line_start;         /* the next byte starts a line (dot-stuffing, line counting) */
+    char line_first;           /* first byte of the current line */
+    uint64_t line_len;         /* bytes of the current line so far, its LF included */
+    uint64_t left;             /* bytes of the stream not read yet, by the message's size */
+    uint64_t sent;
+};
+
+const char *pop3_uid_of(const mp_msg *m, char buf[72])
+{
+    const char *k = m->key ? m->key : "";
+    size_t n = strlen(k);
+    int ok = n >= 1 && n <= 70;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = k[i] >= 0x21 && k[i] <= 0x7e;
+    if (ok)
+        return k;
+    /* RFC 1939 section 7: a unique-id is 1 to 70 characters 0x21-0x7E; a key that is not gets a digest of
+       itself, as stable as the key */
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    if (EVP_Digest(k, n, md, &mdlen, EVP_md5(), NULL) != 1)
+        mdlen = 0;
+    for (unsigned i = 0; i < mdlen && i < 16; i++)
+        snprintf(buf + 2 * i, 3, "%02x", md[i]);
+    if (mdlen == 0)
+        snprintf(buf, 72, "U%" PRIu32, m->uid);
+    return buf;
+}
+
+static void out_end(mp_session *s)
+{
+    pop3_session *ps = s->state;
+    pop3_output *o = ps->out;
+    if (!o)
+        return;
+    if (o->stream)
+        ps->prov.store_if->stream_close(o->stream);
+    o->stream = NULL;
+    ps->out = NULL;
+    if (ps->wait == POP3_WAIT_OUTPUT)
+        ps->wait = POP3_WAIT_NONE;
+    apr_pool_destroy(o->pool);
+}
+
+void pop3_out_abort(mp_session *s)
+{
+    out_end(s);
+}
+
+static void put(mp_session *s, pop3_output *o, const char *p, size_t n)
+{
+    if (n) {
+        s->host->write(s, p, n);
+        o->sent += n;
+    }
+}
+
+/* Writes data[0..n) of the message, dot-stuffed. For TOP, stops at the start of the body line after the
+   last one asked for; returns 1 then, else 0. */
+static int emit(mp_session *s, pop3_output *o, const char *data, size_t n)
+{
+    size_t start = 0, i = 0;
+    while (i < n) {
+        if (o->at_line_start) {
+            if (o->top && o->in_body) {
+                if (o->lines_left == 0) {
+                    put(s, o, data + start, i - start);
+                    return 1;
+                }
+                o->lines_left--;
+            }
+            if (data[i] == '.') {
+                /* RFC 1939 section 3: byte-stuff a line that begins with the termination octet */
+                put(s, o, data + start, i - start);
+                put(s, o, ".", 1);
+                start = i;
+            }
+            o->at_line_start = 0;
+            o->line_first = data[i];
+            o->line_len = 0;
+        }
+        const char *nl = memchr(data + i, '\n', n - i);
+        size_t end = nl ? (size_t)(nl - data) + 1 : n;
+        o->line_len += end - i;
+        i = end;
+        if (nl) {
+            o->at_line_start = 1;
+            /* TOP (RFC 1939 section 7): the headers, the blank line that ends them, then body lines */
+            if (o->top && !o->in_body && (o->line_len == 1 || (o->line_len == 2 && o->line_first == '\r')))
+                o->in_body = 1;
+        }
+    }
+    put(s, o, data + start, n - start);
+    return 0;
+}
+
+/* Produces message text until the queue is full. Returns 1 when the response is complete, 0 when more is
+   to come, -1 when the store failed mid-response (the session is closed).
+   mp_msg.size is the exact size of the CRLF stream (store.h), so reading stops there: no read is spent on
+   finding the end (two system calls per message for small messages). A stream shorter than its size ends
+   at its end; a longer one (a file changed in place, against the Maildir rules) is cut at the size the
+   client was given. */
+static int produce_message(mp_session *s, pop3_output *o)
+{
+    pop3_session *ps = s->state;
+    const mp_host *h = s->host;
+    while (h->pending_output(s) < POP3_OUT_HIGH) {
+        size_t want = o->left < POP3_CHUNK ? (size_t)o->left : POP3_CHUNK;
+        long n = want ? ps->prov.store_if->stream_read(o->stream, o->buf, want) : 0;
+        if (n < 0) {
+            h->log(s, MP_LOG_ERROR, 40201, "read error in message %" PRIu32 " (uid %" PRIu32 ") of user=%s after %"
+                   PRIu64 " bytes; closing", o->index + 1, ps->msgs[o->index].uid, ps->login, o->sent);
+            return -1;
+        }
+        if (n > 0)
+            o->left -= (uint64_t)n < o->left ? (uint64_t)n : o->left;
+        if (n == 0 || emit(s, o, o->buf, (size_t)n) || o->left == 0) {
+            if (!o->at_line_start)
+                put(s, o, "\r\n", 2);
+            put(s, o, ".\r\n", 3);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int produce_listing(mp_session *s, pop3_output *o)
+{
+    pop3_session *ps = s->state;
+    const mp_host *h = s->host;
+    char buf[8192];
+    size_t len = 0;
+    while (o->index < ps->nmsgs && h->pending_output(s) + len < POP3_OUT_HIGH) {
+        uint32_t i = o->index++;
+        if (ps->deleted[i])
+            continue; /* RFC 1939 section 5: messages marked as deleted are not listed */
+        char idbuf[72];
+        int n = o->kind == OUT_UIDL ? snprintf(buf + len, sizeof buf - len, "%" PRIu32 " %s\r\n", i + 1,
+                                               pop3_uid_of(&ps->msgs[i], idbuf))
+                                    : snprintf(buf + len, sizeof buf - len, "%" PRIu32 " %" PRIu64 "\r\n", i + 1,
+                                               ps->msgs[i].size);
+        len += (size_t)n;
+        if (sizeof buf - len < 100) {
+            h->write(s, buf, len);
+            len = 0;
+        }
+    }
+    if (o->index >= ps->nmsgs) {
+        memcpy(buf + len, ".\r\n", 3);
+        len += 3;
+    }
+    h->write(s, buf, len);
+    return o->index >= ps->nmsgs;
+}
+
+static void produce(mp_session *s)
+{
+    pop3_session *ps = s->state;
+    pop3_output *o = ps->out;
+    int r = o->kind == OUT_MESSAGE ? produce_message(s, o) : produce_listing(s, o);
+    if (o->kind == OUT_MESSAGE)
+        ps->retr_bytes += o->sent, o->sent = 0;
+    if (r == 0) {
+        ps->wait = POP3_WAIT_OUTPUT;
+        s->host->want_writable(s);
+        return;
+    }
+    out_end(s);
+    if (r < 0) {
+        /* No terminating "." after a failure: the client sees an incomplete response, not a short message. */
+        ps->stop = 1;
+        s->host->close(s);
+    }
+}
+
+void pop3_out_continue(mp_session *s)
+{
+    pop3_session *ps = s->state;
+    if (ps->out)
+        produce(s);
+}
+
+static pop3_output *out_new(mp_session *s, out_kind kind)
+{
+    apr_pool_t *pool;
+    if (apr_pool_create(&pool, s->pool) != APR_SUCCESS)
+        return NULL;
+    pop3_output *o = apr_pcalloc(pool, sizeof *o);
+    o->pool = pool;
+    o->kind = kind;
+    o->at_line_start = 1;
+    return o;
+}
+
+void pop3_out_message(mp_session *s, uint32_t i, uint64_t lines)
+{
+    pop3_session *ps = s->state;
+    const mp_msg *m = &ps->msgs[i];
+    pop3_output *o = out_new(s, OUT_MESSAGE);
+    if (!o) {
+        pop3_err(s, "[SYS/TEMP] Out of memory");
+        return;
+    }
+    int rc = ps->prov.store_if->message_open(ps->folder, m->uid, o->pool, &o->stream);
+    if (rc != MP_STORE_OK) {
+        o->stream = NULL;
+        apr_pool_destroy(o->pool);
+        if (rc == MP_STORE_NOTFOUND) {
+            /* expunged by another client (IMAP) since this session took its snapshot */
+            s->host->log(s, MP_LOG_NOTICE, 40202, "message %" PRIu32 " (uid %" PRIu32 ") of user=%s is gone", i + 1,
+                         m->uid, ps->login);
+            pop3_err(s, "Message %" PRIu32 " is no longer available", i + 1);
+        } else {
+            s->host->log(s, MP_LOG_ERROR, 40203, "cannot open message %" PRIu32 " (uid %" PRIu32 ") of user=%s: "
+                         "store error %d", i + 1, m->uid, ps->login, rc);
+            pop3_err(s, "[SYS/TEMP] Cannot read message %" PRIu32, i + 1);
+        }
+        return;
+    }
+    o->index = i;
+    o->buf = apr_palloc(o->pool, POP3_CHUNK);
+    o->top = lines != UINT64_MAX;
+    o->lines_left = lines;
+    o->left = m->size;
+    ps->out = o;
+    ps->nretr++;
+    if (o->top)
+        pop3_ok(s, "Top of message follows");
+    else
+        s->host->printf(s, "+OK %" PRIu64 " octets\r\n", m->size);
+    produce(s);
+}
+
+void pop3_out_listing(mp_session *s, int uidl)
+{
+    pop3_session *ps = s->state;
+    pop3_output *o = out_new(s, uidl ? OUT_UIDL : OUT_LIST);
+    if (!o) {
+        pop3_err(s, "[SYS/TEMP] Out of memory");
+        return;
+    }
+    ps->out = o;
+    if (uidl)
+        pop3_ok(s, "Unique-ID listing follows");
+    else
+        pop3_ok(s, "%" PRIu32 " messages (%" PRIu64 " octets)", ps->nmsgs - ps->ndeleted,
+                ps->total_size - ps->deleted_size);
+    produce(s);
+}
