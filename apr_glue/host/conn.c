@@ -369,6 +369,53 @@ static const mp_provider *h_provider(mp_session *s, const char *kind, const char
     return rt ? mph_runtime_provider(rt, kind, name) : NULL;
 }
 
+static void *h_provider_instance(mp_session *s, const char *kind, const char *directive, uint32_t iface_version,
+                                 const void **iface_r)
+{
+    *iface_r = NULL;
+    mph_runtime *rt = runtime_for(s);
+    const char *value = rt ? h_config(s, directive) : NULL;
+    if (!value || !*value) {
+        mph_log(s, MP_LOG_ERROR, 10115, "%s is not configured", directive);
+        return NULL;
+    }
+    const char *colon = strchr(value, ':');
+    if (!colon || colon == value) {
+        mph_log(s, MP_LOG_ERROR, 10116, "%s %s: expected PROVIDER:SPEC", directive, value);
+        return NULL;
+    }
+    char name[128];
+    apr_cpystrn(name, value, (size_t)(colon - value) + 1 < sizeof name ? (size_t)(colon - value) + 1 : sizeof name);
+    const mp_provider *p = mph_runtime_provider(rt, kind, name);
+    if (!p) {
+        mph_log(s, MP_LOG_ERROR, 10117, "%s: no %s provider named '%s' is loaded", directive, kind, name);
+        return NULL;
+    }
+    if (p->iface_version != iface_version) {
+        mph_log(s, MP_LOG_ERROR, 10118, "%s provider '%s' has interface version %u, this handler needs %u", kind,
+                name, (unsigned)p->iface_version, (unsigned)iface_version);
+        return NULL;
+    }
+    apr_thread_mutex_lock(rt->inst_mutex);
+    char *key = apr_pstrcat(rt->inst_pool, kind, "|", value, NULL);
+    void *inst = apr_hash_get(rt->instances, key, APR_HASH_KEY_STRING);
+    if (!inst) {
+        const char *base = h_config(s, "ServerRoot");
+        const char *err = NULL;
+        mp_instance_fn make = *(const mp_instance_fn *)p->iface; /* every iface starts with it (module.h) */
+        if (make(colon + 1, base ? base : rt->conf->dir, rt->inst_pool, &inst, &err) != 0 || !inst) {
+            mph_log(s, MP_LOG_ERROR, 10119, "%s %s: %s", directive, value, err ? err : "cannot make an instance");
+            inst = NULL;
+        } else {
+            apr_hash_set(rt->instances, key, APR_HASH_KEY_STRING, inst);
+        }
+    }
+    apr_thread_mutex_unlock(rt->inst_mutex);
+    if (inst)
+        *iface_r = p->iface;
+    return inst;
+}
+
 static void h_log(mp_session *s, mp_log_level level, int msgid, const char *fmt, ...)
 {
     va_list ap;
@@ -398,6 +445,7 @@ const mp_host mph_host_services = {
     .provider = h_provider,
     .log = h_log,
     .wakeup = h_wakeup,
+    .provider_instance = h_provider_instance,
 };
 
 /* ---------------------------------------------------------------- life cycle */

@@ -76,6 +76,10 @@ static void gen_release(mph_server *srv, mph_generation *g)
 
 static void rt_free(mph_server *srv, mph_runtime *rt)
 {
+    /* Instances first, while their providers' code is still loaded (their cleanups run it). */
+    if (rt->inst_pool)
+        apr_pool_destroy(rt->inst_pool);
+    rt->inst_pool = NULL;
     apr_thread_mutex_lock(srv->mutex);
     for (int i = 0; i < rt->gens->nelts; i++)
         gen_release(srv, APR_ARRAY_IDX(rt->gens, i, mph_generation *));
@@ -187,6 +191,9 @@ const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r
     rt->gens = apr_array_make(pool, 8, sizeof(mph_generation *));
     rt->listens = apr_array_make(pool, 8, sizeof(mph_listen_rt));
     rt->tls_ctxs = apr_array_make(pool, 2, sizeof(SSL_CTX *));
+    rt->instances = apr_hash_make(pool);
+    apr_pool_create(&rt->inst_pool, pool);
+    apr_thread_mutex_create(&rt->inst_mutex, APR_THREAD_MUTEX_DEFAULT, pool);
 
     const char *err = srv->conf_text ? mph_conf_parse_string(pool, file, srv->conf_dir, srv->conf_text, &rt->conf)
                                      : mph_conf_parse(pool, file, &rt->conf);

@@ -66,6 +66,9 @@ typedef struct mph_runtime {
     apr_array_header_t *gens;     /* mph_generation * */
     apr_array_header_t *listens;  /* mph_listen_rt */
     apr_array_header_t *tls_ctxs; /* SSL_CTX * to free */
+    apr_thread_mutex_t *inst_mutex; /* guards instances and inst_pool */
+    apr_pool_t *inst_pool;        /* provider instances: destroyed before the generations are released */
+    apr_hash_t *instances;        /* "kind|directive value" -> instance */
 } mph_runtime;
 
 typedef enum mph_conn_state {

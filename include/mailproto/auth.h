@@ -1,8 +1,8 @@
 /*
  * The `auth` provider interface: the user database.
  *
- * A handler finds it with host->provider(s, "auth", NULL), checks iface_version, and makes an instance
- * from the UserDB directive ("passwd-file:users": the text after the colon is the spec). Lookups may
+ * A handler gets an instance with host->provider_instance(s, "auth", "UserDB", MP_AUTH_IFACE_VERSION,
+ * &iface) from the UserDB directive ("passwd-file:users": the text after the colon is the spec). Lookups may
  * block (crypt is slow on purpose): call them from a job (host->run_blocking).
  *
  * Failed logins are slowed down by the caller, not by sleeping in a worker: failed() records the failure
@@ -17,6 +17,7 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 #include <apr_time.h>
+#include <mailproto/module.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,9 +58,9 @@ typedef enum mp_secret_kind {
 } mp_secret_kind;
 
 typedef struct mp_auth_iface {
-    /* An instance from the spec; relative paths resolve against base_dir. Cheap. */
-    int (*instance)(const char *spec, const char *base_dir, apr_pool_t *pool, mp_auth **auth_r,
-                    const char **err_r);
+    /* An instance (an mp_auth *) from the spec; relative paths resolve against base_dir. Cheap. Handlers
+       get instances from host->provider_instance(s, "auth", "UserDB", ...). */
+    mp_instance_fn instance;
     /* Checks a password in constant time with respect to its content; an unknown user costs as much as a
        known one. MP_AUTH_OK fills *info_r (may be NULL). */
     int (*verify)(mp_auth *a, const char *user, const char *password, apr_pool_t *pool, mp_auth_user *info_r);

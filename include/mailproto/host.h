@@ -153,6 +153,15 @@ struct mp_host {
 #endif
         ;
 
+    /* The instance of the provider a directive names ("MailStore maildir:mail/%d/%n": provider "maildir"
+       of `kind`, spec "mail/%d/%n"), made by the provider's instance() with ServerRoot as base, once per
+       configuration, and kept while any session of that configuration lives; the host releases it before
+       the provider is unloaded. Sets *iface_r to the provider's interface table. NULL (and a log line)
+       when the directive is unset, names no loaded provider of that kind, the interface version differs,
+       or instance() failed. Thread-safe; `s` may be NULL (the current configuration). */
+    void *(*provider_instance)(mp_session *s, const char *kind, const char *directive, uint32_t iface_version,
+                               const void **iface_r);
+
     /* ---- cross-thread ---- */
     /* Callable from ANY thread (a provider's watcher): the session's thread calls on_wakeup() soon.
        Several wakeups before it runs are one call. The caller must make sure the session exists: call it
@@ -160,7 +169,7 @@ struct mp_host {
        lock, when the handler closes the folder in on_close). */
     void (*wakeup)(mp_session *s);
 
-    void *reserved[15];
+    void *reserved[14];
 };
 
 /* True when host `h` provides the member `field` (it was added in a minor this host has). */

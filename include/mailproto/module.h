@@ -103,6 +103,15 @@ typedef struct mp_module {
     .struct_size = (uint32_t)sizeof(mp_module)
 
 /*
+ * Makes an instance of a provider from the text of a directive after "NAME:" (MailStore maildir:SPEC):
+ * relative paths in SPEC resolve against base_dir. Returns 0 and sets *instance_r (the kind's own instance
+ * type), or non-zero and sets *err_r. Every provider's iface table starts with this function, so the host
+ * can make and keep instances of any kind (host->provider_instance).
+ */
+typedef int (*mp_instance_fn)(const char *spec, const char *base_dir, apr_pool_t *pool, void **instance_r,
+                              const char **err_r);
+
+/*
  * A provider: a service that handlers look up by kind and name through host->provider() (the
  * ap_register_provider idea). `iface` points to a kind-specific table of functions (store.h, auth.h);
  * `iface_version` lets the caller check it understands that table.

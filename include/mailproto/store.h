@@ -1,9 +1,9 @@
 /*
  * The `store` provider interface: mailbox storage for SMTP delivery, POP3 and IMAP.
  *
- * A handler finds it with host->provider(s, "store", NULL) (or by name, e.g. "maildir"), checks
- * iface_version, and makes an instance from the MailStore directive ("maildir:mail/%d/%n": the part after
- * the colon is the instance's spec). Every function may block on the disk: call them from a job
+ * A handler gets an instance with host->provider_instance(s, "store", "MailStore", MP_STORE_IFACE_VERSION,
+ * &iface): the host finds the provider named before the colon of the directive's value
+ * ("maildir:mail/%d/%n"), checks the interface version and makes the instance from the rest. Every function may block on the disk: call them from a job
  * (host->run_blocking) unless they are documented as cheap. One mp_store_user and its folders are used by one
  * session at a time; different sessions and processes may work on the same user at once.
  *
@@ -23,6 +23,7 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 #include <apr_time.h>
+#include <mailproto/module.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -132,10 +133,10 @@ typedef struct mp_save_target {
 } mp_save_target;
 
 typedef struct mp_store_iface {
-    /* An instance from the text after "maildir:" in MailStore. Relative paths resolve against base_dir
-       (host->config(s, "ServerRoot")). Returns MP_STORE_OK, or sets *err_r. Cheap. */
-    int (*instance)(const char *spec, const char *base_dir, apr_pool_t *pool, mp_store **store_r,
-                    const char **err_r);
+    /* An instance (an mp_store *) from the text after "maildir:" in MailStore. Relative paths resolve
+       against base_dir. Returns MP_STORE_OK, or sets *err_r. Cheap. Handlers get instances from
+       host->provider_instance(s, "store", "MailStore", ...), which calls this once per configuration. */
+    mp_instance_fn instance;
 
     /* ---- users ---- */
     /* Opens the store of `user` ("alice@example.test"; the spec's %u %n %d pick the folder), creating it

@@ -37,7 +37,7 @@ void md_log(mp_log_level level, int msgid, const char *fmt, ...)
     h->log(NULL, level, msgid, "maildir: %s", msg);
 }
 
-static int md_instance(const char *spec, const char *base_dir, apr_pool_t *pool, mp_store **store_r,
+static int md_instance(const char *spec, const char *base_dir, apr_pool_t *pool, void **store_r,
                        const char **err_r)
 {
     if (!spec || !*spec) {

@@ -174,7 +174,7 @@ static apr_status_t auth_cleanup(void *data)
     return APR_SUCCESS;
 }
 
-static int pw_instance(const char *spec, const char *base_dir, apr_pool_t *pool, mp_auth **auth_r,
+static int pw_instance(const char *spec, const char *base_dir, apr_pool_t *pool, void **auth_r,
                        const char **err_r)
 {
     *auth_r = NULL;

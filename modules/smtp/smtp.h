@@ -65,12 +65,6 @@ typedef struct smtp_conf {
 } smtp_conf;
 
 /* The module's state for one generation (init's ctx). */
-typedef struct smtp_module_ctx {
-    const mp_host *host;
-    apr_pool_t *pool;
-    apr_thread_mutex_t *mutex;  /* guards `instances` and pool allocations from sessions */
-    apr_hash_t *instances;      /* "kind|iface|spec" -> smtp_instance */
-} smtp_module_ctx;
 
 typedef enum smtp_in_mode {
     SMTP_IN_COMMAND = 0, /* command lines */

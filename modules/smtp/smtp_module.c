@@ -1,5 +1,5 @@
 /*
- * The module: configuration directives, provider instances shared by the sessions of one generation, and
+ * The module: configuration directives, the provider instances (made and kept by the host), and
  * the descriptor. Built twice: mod_smtp.so ("smtp") and, with SMTP_LMTP=1, mod_lmtp.so ("lmtp").
  *
  *   LoadModule smtp mod_smtp.so          LoadModule lmtp mod_lmtp.so
@@ -76,98 +76,11 @@ static const mp_directive smtp_directives[] = {
 
 /* ---------------------------------------------------------------- provider instances */
 
-typedef struct smtp_instance_entry {
-    void *instance;
-    apr_pool_t *pool;
-} smtp_instance_entry;
-
+/* The host makes and keeps them per configuration (host.h provider_instance). */
 void *smtp_instance(mp_session *s, const char *kind, const char *directive, uint32_t iface_version,
                     const void **iface_r)
 {
-    const mp_host *h = s->host;
-    smtp_module_ctx *ctx = s->module_ctx;
-    *iface_r = NULL;
-    const char *spec = h->config(s, directive);
-    if (!spec || !*spec || !ctx)
-        return NULL;
-    /* "maildir:mail/%d/%n": the provider's name, then its own spec */
-    const char *colon = strchr(spec, ':');
-    if (!colon || colon == spec) {
-        h->log(s, MP_LOG_ERROR, 30003, "%s '%s': expected PROVIDER:SPEC", directive, spec);
-        return NULL;
-    }
-    char *name = apr_pstrmemdup(s->pool, spec, (size_t)(colon - spec));
-    const mp_provider *p = h->provider(s, kind, name);
-    if (!p) {
-        h->log(s, MP_LOG_ERROR, 30004, "%s: no %s provider named '%s' is loaded", directive, kind, name);
-        return NULL;
-    }
-    if (p->iface_version != iface_version || !p->iface) {
-        h->log(s, MP_LOG_ERROR, 30005, "%s provider '%s' has interface version %u, expected %u", kind, name,
-               (unsigned)p->iface_version, (unsigned)iface_version);
-        return NULL;
-    }
-    const char *base = h->config(s, "ServerRoot");
-    /* The provider's table is part of the key: after a reload the provider may be a new generation. */
-    char *key = apr_psprintf(s->pool, "%s|%pp|%s|%s", kind, p->iface, base ? base : "", spec);
-    void *inst = NULL;
-    apr_thread_mutex_lock(ctx->mutex);
-    smtp_instance_entry *e = apr_hash_get(ctx->instances, key, APR_HASH_KEY_STRING);
-    if (e) {
-        inst = e->instance;
-    } else {
-        apr_pool_t *pool;
-        const char *err = NULL;
-        int rc = -1;
-        if (apr_pool_create(&pool, ctx->pool) == APR_SUCCESS) {
-            if (strcmp(kind, "store") == 0)
-                rc = ((const mp_store_iface *)p->iface)->instance(colon + 1, base ? base : ".", pool,
-                                                                  (mp_store **)&inst, &err);
-            else
-                rc = ((const mp_auth_iface *)p->iface)->instance(colon + 1, base ? base : ".", pool,
-                                                                 (mp_auth **)&inst, &err);
-            if (rc == 0) {
-                e = apr_pcalloc(pool, sizeof *e);
-                e->instance = inst;
-                e->pool = pool;
-                apr_hash_set(ctx->instances, apr_pstrdup(pool, key), APR_HASH_KEY_STRING, e);
-            } else {
-                h->log(s, MP_LOG_ERROR, 30006, "%s '%s': %s", directive, spec, err ? err : "cannot open");
-                apr_pool_destroy(pool);
-                inst = NULL;
-            }
-        }
-    }
-    apr_thread_mutex_unlock(ctx->mutex);
-    if (inst)
-        *iface_r = p->iface;
-    return inst;
-}
-
-/* ---------------------------------------------------------------- life of a generation */
-
-static int smtp_init(const mp_host *host, apr_pool_t *pool, void **ctx_r)
-{
-    smtp_module_ctx *ctx = apr_pcalloc(pool, sizeof *ctx);
-    ctx->host = host;
-    if (apr_pool_create(&ctx->pool, pool) != APR_SUCCESS ||
-        apr_thread_mutex_create(&ctx->mutex, APR_THREAD_MUTEX_DEFAULT, pool) != APR_SUCCESS) {
-        host->log(NULL, MP_LOG_ERROR, 30007, "%s: cannot set up", SMTP_PROTO_NAME);
-        return -1;
-    }
-    ctx->instances = apr_hash_make(ctx->pool);
-    /* No provider instance here: provider modules may be loaded after this one. */
-    *ctx_r = ctx;
-    return 0;
-}
-
-static void smtp_fini(void *arg)
-{
-    smtp_module_ctx *ctx = arg;
-    if (ctx && ctx->pool) {
-        apr_pool_destroy(ctx->pool);
-        ctx->pool = NULL;
-    }
+    return s->host->provider_instance(s, kind, directive, iface_version, iface_r);
 }
 
 MP_MODULE {
@@ -180,8 +93,6 @@ MP_MODULE {
 #else
     .description = "SMTP (RFC 5321): MX and submission (RFC 6409), with ESMTP extensions",
 #endif
-    .init = smtp_init,
-    .fini = smtp_fini,
     .directives = smtp_directives,
     .protocol = &smtp_protocol,
 };

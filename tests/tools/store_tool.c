@@ -244,7 +244,10 @@ int main(int argc, char **argv)
     if (!prov || strcmp(prov->kind, "store") != 0 || prov->iface_version != MP_STORE_IFACE_VERSION)
         die("not a store provider of this interface version", -1);
     st = prov->iface;
-    if (st->instance(argv[2], argv[3], p, &store, &err) != MP_STORE_OK) {
+    void *inst = NULL;
+    int irc = st->instance(argv[2], argv[3], p, &inst, &err);
+    store = inst;
+    if (irc != MP_STORE_OK) {
         fprintf(stderr, "store_tool: %s\n", err ? err : "instance failed");
         return 1;
     }

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include <apr_general.h>
+#include <apr_strings.h>
 
 /* ---- small growable byte buffer, always NUL-terminated ---- */
 
@@ -328,6 +329,35 @@ static const mp_provider *fh_provider(mp_session *s, const char *kind, const cha
     return NULL;
 }
 
+/* Like the real host: the provider named before the colon of the directive's value, one instance per
+   session's directive value (the fake's "configuration"), kept in the session's pool. */
+static void *fh_provider_instance(mp_session *s, const char *kind, const char *directive, uint32_t iface_version,
+                                  const void **iface_r)
+{
+    fake_session *fs = fake_of(s);
+    *iface_r = NULL;
+    const char *value = fh_config(s, directive);
+    const char *colon = value ? strchr(value, ':') : NULL;
+    if (!fs || !colon)
+        return NULL;
+    char *name = apr_pstrmemdup(s->pool, value, (apr_size_t)(colon - value));
+    const mp_provider *p = fh_provider(s, kind, name);
+    if (!p || p->iface_version != iface_version)
+        return NULL;
+    char *key = apr_pstrcat(s->pool, "fake-instance|", kind, "|", value, NULL);
+    void *inst = NULL;
+    apr_pool_userdata_get(&inst, key, s->pool);
+    if (!inst) {
+        const char *err = NULL;
+        const char *base = fh_config(s, "ServerRoot");
+        if ((*(const mp_instance_fn *)p->iface)(colon + 1, base ? base : ".", s->pool, &inst, &err) != 0)
+            return NULL;
+        apr_pool_userdata_set(inst, key, NULL, s->pool);
+    }
+    *iface_r = p->iface;
+    return inst;
+}
+
 static void fh_log(mp_session *s, mp_log_level level, int msgid, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -374,6 +404,7 @@ static const mp_host fake_host_table = {
     .run_blocking = fh_run_blocking,
     .tls_info = fh_tls_info,
     .config = fh_config,
+    .provider_instance = fh_provider_instance,
     .provider = fh_provider,
     .log = fh_log,
 };

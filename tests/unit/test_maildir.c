@@ -68,7 +68,10 @@ static int setup(void)
         return 1;
     S = mp_module_descriptor.provider->iface;
     const char *err = NULL;
-    return S->instance("mail/%d/%n", tmpdir, pool, &store, &err) != MP_STORE_OK;
+    void *inst = NULL;
+    int rc = S->instance("mail/%d/%n", tmpdir, pool, &inst, &err);
+    store = inst;
+    return rc != MP_STORE_OK;
 }
 
 static int teardown(void)

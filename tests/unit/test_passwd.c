@@ -219,7 +219,7 @@ static char *argon2_entry(argon2_type type, const char *password)
 
 static mp_auth *instance(const char *name)
 {
-    mp_auth *a = NULL;
+    void *a = NULL;
     const char *err = NULL;
     int rc = iface->instance(name, tmpdir, pool, &a, &err);
     CU_ASSERT_EQUAL(rc, MP_AUTH_OK);
@@ -267,7 +267,7 @@ static void test_descriptor(void)
 
 static void test_instance_errors(void)
 {
-    mp_auth *a = NULL;
+    void *a = NULL;
     const char *err = NULL;
     CU_ASSERT_EQUAL(iface->instance("no-such-file", tmpdir, pool, &a, &err), MP_AUTH_FAIL);
     CU_ASSERT_PTR_NULL(a);

@@ -154,7 +154,7 @@ struct mp_msg_stream {
     size_t len, pos;
 };
 
-static int st_instance(const char *spec, const char *base_dir, apr_pool_t *pool, mp_store **store_r,
+static int st_instance(const char *spec, const char *base_dir, apr_pool_t *pool, void **store_r,
                        const char **err_r)
 {
     if (pop3fake_cfg.fail_store_instance) {
@@ -346,7 +346,7 @@ static void fill_info(int i, apr_pool_t *pool, mp_auth_user *info)
         apr_table_set(info->fields, "allow_nets", accounts[i].allow_nets);
 }
 
-static int au_instance(const char *spec, const char *base_dir, apr_pool_t *pool, mp_auth **auth_r, const char **err_r)
+static int au_instance(const char *spec, const char *base_dir, apr_pool_t *pool, void **auth_r, const char **err_r)
 {
     *auth_r = &the_auth;
     return MP_AUTH_OK;

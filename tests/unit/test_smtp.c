@@ -322,7 +322,7 @@ static void test_descriptor(void)
     CU_ASSERT_STRING_EQUAL(M->name, "smtp");
     CU_ASSERT_EQUAL(M->kind, MP_KIND_PROTOCOL);
     CU_ASSERT_STRING_EQUAL(M->protocol->name, "smtp");
-    CU_ASSERT_PTR_NOT_NULL(M->init);
+    CU_ASSERT_PTR_NULL(M->init); /* nothing per generation: provider instances are the host's */
     const mp_directive *d = M->directives;
     CU_ASSERT_STRING_EQUAL(d[0].name, "Submission");
     CU_ASSERT_PTR_NULL(d[0].check("on", NULL));

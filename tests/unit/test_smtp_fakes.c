@@ -36,7 +36,7 @@ struct mp_save {
 static struct mp_store the_store;
 static struct mp_save the_save;
 
-static int st_instance(const char *spec, const char *base_dir, apr_pool_t *pool, mp_store **store_r,
+static int st_instance(const char *spec, const char *base_dir, apr_pool_t *pool, void **store_r,
                        const char **err_r)
 {
     (void)spec; (void)base_dir; (void)pool; (void)err_r;
@@ -167,7 +167,7 @@ static const struct {
     {"b\xc3\xa9@example.test", "x"},
 };
 
-static int au_instance(const char *spec, const char *base_dir, apr_pool_t *pool, mp_auth **a_r, const char **err_r)
+static int au_instance(const char *spec, const char *base_dir, apr_pool_t *pool, void **a_r, const char **err_r)
 {
     (void)spec; (void)base_dir; (void)pool; (void)err_r;
     *a_r = &the_auth;
