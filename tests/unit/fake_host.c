@@ -329,6 +329,9 @@ static const mp_provider *fh_provider(mp_session *s, const char *kind, const cha
     return NULL;
 }
 
+static void fh_log(mp_session *s, mp_log_level level, int msgid, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Like the real host: the provider named before the colon of the directive's value, one instance per
    session's directive value (the fake's "configuration"), kept in the session's pool. */
 static void *fh_provider_instance(mp_session *s, const char *kind, const char *directive, uint32_t iface_version,
@@ -338,28 +341,39 @@ static void *fh_provider_instance(mp_session *s, const char *kind, const char *d
     *iface_r = NULL;
     const char *value = fh_config(s, directive);
     const char *colon = value ? strchr(value, ':') : NULL;
-    if (!fs || !colon)
+    if (!fs)
         return NULL;
+    /* The real host's log lines (apr_glue/host/conn.c), so tests can look for them. */
+    if (!value || !*value) {
+        fh_log(s, MP_LOG_ERROR, 10115, "%s is not configured", directive);
+        return NULL;
+    }
+    if (!colon) {
+        fh_log(s, MP_LOG_ERROR, 10116, "%s %s: expected PROVIDER:SPEC", directive, value);
+        return NULL;
+    }
     char *name = apr_pstrmemdup(s->pool, value, (apr_size_t)(colon - value));
     const mp_provider *p = fh_provider(s, kind, name);
-    if (!p || p->iface_version != iface_version)
+    if (!p || p->iface_version != iface_version) {
+        fh_log(s, MP_LOG_ERROR, 10117, "%s: no %s provider named '%s' of this interface version", directive, kind,
+               name);
         return NULL;
+    }
     char *key = apr_pstrcat(s->pool, "fake-instance|", kind, "|", value, NULL);
     void *inst = NULL;
     apr_pool_userdata_get(&inst, key, s->pool);
     if (!inst) {
         const char *err = NULL;
         const char *base = fh_config(s, "ServerRoot");
-        if ((*(const mp_instance_fn *)p->iface)(colon + 1, base ? base : ".", s->pool, &inst, &err) != 0)
+        if ((*(const mp_instance_fn *)p->iface)(colon + 1, base ? base : ".", s->pool, &inst, &err) != 0) {
+            fh_log(s, MP_LOG_ERROR, 10119, "%s %s: %s", directive, value, err ? err : "cannot make an instance");
             return NULL;
+        }
         apr_pool_userdata_set(inst, key, NULL, s->pool);
     }
     *iface_r = p->iface;
     return inst;
 }
-
-static void fh_log(mp_session *s, mp_log_level level, int msgid, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 static void fh_log(mp_session *s, mp_log_level level, int msgid, const char *fmt, ...)
 {

@@ -557,7 +557,7 @@ static void test_store_failures(void)
     mailbox();
     pop3fake_cfg.fail_store_instance = 1;
     fs = start(MP_TLS_OFF);
-    CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "[mp40902]"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "[mp10119]")); /* the host's line: the instance failed */
     CU_ASSERT_STRING_EQUAL(cmd(fs, "USER alice\r\nPASS secret\r\n"),
                            "+OK\r\n-ERR [SYS/TEMP] Authentication temporarily unavailable, try again later\r\n");
     finish(fs);
