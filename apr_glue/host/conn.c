@@ -611,6 +611,35 @@ void mph_conn_start(mph_conn *c, int refuse)
     conn_pump(c);
 }
 
+/* The session is over for its handler and for the limits (on_close, session counts), though its socket
+   may still linger: a client that saw the last reply may connect again at once. */
+static void conn_end_session(mph_conn *c, mp_close_reason why)
+{
+    if (c->session_ended)
+        return;
+    c->session_ended = 1;
+    while (!APR_RING_EMPTY(&c->timers, mp_timer, link))
+        timer_drop(c, APR_RING_FIRST(&c->timers));
+    if (c->connected && c->proto->on_close)
+        c->proto->on_close(&c->session, why);
+    mph_log(&c->session, MP_LOG_INFO, 10108, "disconnect (%s)",
+            why == MP_CLOSE_NORMAL ? "closed" : why == MP_CLOSE_PEER ? "client left"
+                                            : why == MP_CLOSE_GOODBYE ? "goodbye" : "TLS failed");
+    mph_listener *l = c->lrt->listener;
+    if (!c->refused) { /* counted at accept */
+        apr_atomic_dec32(&l->sessions);
+        apr_thread_mutex_lock(l->mutex);
+        mph_client_count *cc = apr_hash_get(l->per_client, c->peer_text, APR_HASH_KEY_STRING);
+        if (cc && --cc->n == 0) {
+            apr_hash_set(l->per_client, c->peer_text, APR_HASH_KEY_STRING, NULL);
+            free(cc);
+        }
+        apr_thread_mutex_unlock(l->mutex);
+        for (int i = 0; i < c->rt->gens->nelts; i++)
+            apr_atomic_dec32(&APR_ARRAY_IDX(c->rt->gens, i, mph_generation *)->sessions);
+    }
+}
+
 static void conn_destroy(mph_conn *c, mp_close_reason why)
 {
     if (c->destroyed)
@@ -629,13 +658,7 @@ static void conn_destroy(mph_conn *c, mp_close_reason why)
         apr_pollset_remove(c->loop->pollset, &c->pfd);
     c->events = 0;
     APR_RING_REMOVE(c, link);
-    while (!APR_RING_EMPTY(&c->timers, mp_timer, link))
-        timer_drop(c, APR_RING_FIRST(&c->timers));
-    if (c->connected && c->proto->on_close)
-        c->proto->on_close(&c->session, why);
-    mph_log(&c->session, MP_LOG_INFO, 10108, "disconnect (%s)",
-            why == MP_CLOSE_NORMAL ? "closed" : why == MP_CLOSE_PEER ? "client left"
-                                            : why == MP_CLOSE_GOODBYE ? "goodbye" : "TLS failed");
+    conn_end_session(c, why);
     if (c->ssl)
         SSL_free(c->ssl);
     c->ssl = NULL;
@@ -644,20 +667,6 @@ static void conn_destroy(mph_conn *c, mp_close_reason why)
     free(c->in);
     c->in = NULL;
     out_free_all(c);
-
-    mph_listener *l = c->lrt->listener;
-    if (!c->refused) { /* counted at accept */
-        apr_atomic_dec32(&l->sessions);
-        apr_thread_mutex_lock(l->mutex);
-        mph_client_count *cc = apr_hash_get(l->per_client, c->peer_text, APR_HASH_KEY_STRING);
-        if (cc && --cc->n == 0) {
-            apr_hash_set(l->per_client, c->peer_text, APR_HASH_KEY_STRING, NULL);
-            free(cc);
-        }
-        apr_thread_mutex_unlock(l->mutex);
-        for (int i = 0; i < c->rt->gens->nelts; i++)
-            apr_atomic_dec32(&APR_ARRAY_IDX(c->rt->gens, i, mph_generation *)->sessions);
-    }
     apr_atomic_dec32(&c->loop->nconns);
     /* The pool (and c) is freed by the loop once it is done with this round of events. */
     *(mph_conn **)apr_array_push(c->loop->dead) = c;
@@ -775,6 +784,8 @@ static void conn_deliver(mph_conn *c)
    reply instead of a reset (httpd's lingering close). */
 static void conn_linger(mph_conn *c)
 {
+    /* Before the client can see the end: one that reconnects at once finds its slot free. */
+    conn_end_session(c, c->close_reason);
     if (c->ssl) {
         ERR_clear_error();
         SSL_shutdown(c->ssl);

@@ -107,6 +107,7 @@ struct mph_conn {
     int borrowed;                    /* the socket is the embedding server's: left open at the end */
     apr_interval_time_t saved_timeout;
     int goodbye_said;
+    int session_ended;               /* on_close called and the session counts released */
     mp_close_reason close_reason;
     int tls_requested;               /* start_tls() during this callback */
     int close_requested;
