@@ -291,7 +291,7 @@ static const char *set_max_errors(parser *p, mph_listen_conf *l, const char *n, 
 
 static const char *set_idle_timeout(parser *p, mph_listen_conf *l, const char *n, const char *v)
 {
-    return interval_value(p, n, v, 0, &p->conf->idle_timeout);
+    return interval_value(p, n, v, 0, l ? &l->idle_timeout : &p->conf->idle_timeout);
 }
 
 static const char *set_shutdown_timeout(parser *p, mph_listen_conf *l, const char *n, const char *v)
@@ -352,7 +352,7 @@ static const core_directive core_directives[] = {
     {"Workers", G, set_workers},
     {"MaxLineLength", G, set_max_line},
     {"MaxErrors", G, set_max_errors},
-    {"IdleTimeout", G, set_idle_timeout},
+    {"IdleTimeout", G | L, set_idle_timeout},
     {"ShutdownTimeout", G, set_shutdown_timeout},
     {"MaxConnections", G | L, set_max_connections},
     {"MaxConnectionsPerClient", G | L, set_max_per_client},
@@ -452,6 +452,7 @@ static const char *open_block(parser *p, char *inner)
     l->tls = MP_TLS_OFF;
     l->max_connections = -1;   /* -1: inherit the global value (it may come later in the file) */
     l->max_per_client = -1;
+    l->idle_timeout = -1;
     l->line = p->line;
     l->values = apr_table_make(p->pool, 4);
     l->extra = apr_array_make(p->pool, 2, sizeof(mph_extra_directive));
@@ -632,6 +633,8 @@ static const char *finish(parser *p)
             l->max_connections = conf->max_connections;
         if (l->max_per_client < 0)
             l->max_per_client = conf->max_per_client;
+        if (l->idle_timeout < 0)
+            l->idle_timeout = conf->idle_timeout;
     }
     return NULL;
 }

@@ -43,6 +43,7 @@ typedef struct mph_listen_conf {
     const char *key_file;
     int max_connections;        /* MaxConnections inside the block, else the global value */
     int max_per_client;         /* MaxConnectionsPerClient inside the block, else the global value */
+    apr_interval_time_t idle_timeout; /* IdleTimeout inside the block, else the global value */
     int line;                   /* line of <Listen ...> */
     apr_table_t *values;        /* every directive in the block by name (Protocol, TLS, module ones) */
     apr_array_header_t *extra;  /* mph_extra_directive: unknown to the core, for step 2 */

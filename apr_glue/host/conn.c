@@ -792,7 +792,7 @@ static void conn_linger(mph_conn *c)
     }
     apr_socket_shutdown(c->sock, APR_SHUTDOWN_WRITE);
     c->state = MPH_CONN_LINGER;
-    apr_time_t linger = LINGER_TIME < c->rt->conf->idle_timeout ? LINGER_TIME : c->rt->conf->idle_timeout;
+    apr_time_t linger = LINGER_TIME < c->lrt->conf->idle_timeout ? LINGER_TIME : c->lrt->conf->idle_timeout;
     c->linger_until = apr_time_now() + linger;
     if (c->linger_until < c->loop->next_check)
         c->loop->next_check = c->linger_until;
@@ -901,8 +901,8 @@ apr_time_t mph_conn_deadline(const mph_conn *c)
     if (c->state == MPH_CONN_LINGER)
         return c->linger_until;
     if (c->job_pending)
-        return c->last_active + c->rt->conf->idle_timeout + apr_time_from_sec(3600);
-    return c->last_active + c->rt->conf->idle_timeout;
+        return c->last_active + c->lrt->conf->idle_timeout + apr_time_from_sec(3600);
+    return c->last_active + c->lrt->conf->idle_timeout;
 }
 
 void mph_conn_check_idle(mph_conn *c, apr_time_t now)

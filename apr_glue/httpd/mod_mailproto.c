@@ -106,6 +106,18 @@ static const char *set_vhost(cmd_parms *cmd, void *dummy, const char *args)
     return NULL;
 }
 
+/* Directives mailprotod allows globally and in a <Listen> block: a virtual host's own value, or the global. */
+static const char *set_either(cmd_parms *cmd, void *dummy, const char *args)
+{
+    if (!cmd->server->is_virtual)
+        return set_global(cmd, dummy, args);
+    const char *name = plain_name(cmd), *value = args;
+    if (!strcasecmp(name, "TLSCertificateFile") || !strcasecmp(name, "TLSCertificateKeyFile"))
+        value = ap_server_root_relative(cmd->pool, args);
+    *(const char **)apr_array_push(conf_of(cmd->server)->lines) = apr_pstrcat(cmd->pool, name, " ", value, NULL);
+    return NULL;
+}
+
 /* MailprotoDirective NAME VALUE: a directive a mailproto module adds (inside a vhost: its <Listen> block). */
 static const char *set_any(cmd_parms *cmd, void *dummy, const char *args)
 {
@@ -117,6 +129,7 @@ static const char *set_any(cmd_parms *cmd, void *dummy, const char *args)
 
 #define GLOBAL(n, help) AP_INIT_RAW_ARGS("Mailproto" n, set_global, NULL, RSRC_CONF, help)
 #define VHOST(n, help) AP_INIT_RAW_ARGS("Mailproto" n, set_vhost, NULL, RSRC_CONF, help)
+#define EITHER(n, help) AP_INIT_RAW_ARGS("Mailproto" n, set_either, NULL, RSRC_CONF, help)
 
 static const command_rec mailproto_cmds[] = {
     GLOBAL("Load", "NAME FILE: load a mailproto module (mailprotod's LoadModule)"),
@@ -126,21 +139,21 @@ static const command_rec mailproto_cmds[] = {
     GLOBAL("Store", "mail store, e.g. maildir:/var/mail/%d/%n (mailprotod's MailStore)"),
     GLOBAL("UserDB", "user database, e.g. passwd-file:/etc/mail/users"),
     GLOBAL("LocalDomains", "domains delivered locally"),
-    GLOBAL("TLSCertificateFile", "PEM certificate chain for mail TLS"),
-    GLOBAL("TLSCertificateKeyFile", "PEM key for mail TLS"),
+    EITHER("TLSCertificateFile", "PEM certificate chain for mail TLS"),
+    EITHER("TLSCertificateKeyFile", "PEM key for mail TLS"),
     GLOBAL("LogLevel", "mailproto's log level (error ... debug)"),
     GLOBAL("Workers", "threads for blocking work"),
     GLOBAL("MaxLineLength", "longest client line"),
     GLOBAL("MaxErrors", "protocol errors before a session is closed"),
-    GLOBAL("IdleTimeout", "idle time before a session is closed"),
+    EITHER("IdleTimeout", "idle time before a session is closed"),
     GLOBAL("ShutdownTimeout", "how long a stopping child waits for sessions"),
     GLOBAL("MaxMessageSize", "largest message accepted"),
     VHOST("Protocol", "the mailproto handler this virtual host speaks (smtp, pop3, imap, ...)"),
     VHOST("TLS", "off | starttls | required | implicit"),
     VHOST("Submission", "on | off: SMTP submission role"),
     VHOST("MaxRecipients", "SMTP recipients per message"),
-    VHOST("MaxConnections", "sessions of this virtual host at once"),
-    VHOST("MaxConnectionsPerClient", "sessions of one client address at once"),
+    EITHER("MaxConnections", "sessions of this virtual host at once"),
+    EITHER("MaxConnectionsPerClient", "sessions of one client address at once"),
     AP_INIT_RAW_ARGS("MailprotoDirective", set_any, NULL, RSRC_CONF,
                      "NAME VALUE: any other mailproto directive"),
     {NULL}};

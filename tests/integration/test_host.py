@@ -1005,3 +1005,14 @@ def test_privilege_drop(make_server, free_port, world_readable_dir, tls_cert):
     assert srv.status()["pid"] == srv.pid
     assert_ctl_ok(srv.stop(), "-s stop of the unprivileged server")
     assert srv.proc.returncode == 0
+
+
+def test_idle_timeout_per_listener(make_server, free_port):
+    """IdleTimeout inside a <Listen> block overrides the global one for that listener only."""
+    short, long_ = free_port(), free_port()
+    make_server([Listener(short, directives={"IdleTimeout": "1s"}), Listener(long_)], IdleTimeout="60").start()
+    with LineClient.connect(short) as a, LineClient.connect(long_) as b:
+        t0 = time.monotonic()
+        assert a.read_until_eof(timeout=10) == ["-ERR idle timeout"]
+        assert time.monotonic() - t0 < 8
+        assert b.cmd("still here") == "+OK echo: still here"

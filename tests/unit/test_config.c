@@ -620,7 +620,7 @@ static void test_scope_errors(void)
 {
     static const char *const global_only[] = {
         "LoadModule", "ModuleDir", "StateDir", "User", "ServerName", "Threads", "Workers", "LogLevel",
-        "ShutdownTimeout", "MaxLineLength", "MaxErrors", "IdleTimeout", "MaxMessageSize", "LocalDomains",
+        "ShutdownTimeout", "MaxLineLength", "MaxErrors", "MaxMessageSize", "LocalDomains",
         "MailStore", "UserDB",
     };
     for (size_t i = 0; i < sizeof(global_only) / sizeof(global_only[0]); i++)
@@ -629,6 +629,14 @@ static void test_scope_errors(void)
     /* the canonical name, however it was written */
     BAD(MODS "<Listen *:25>\nservername x\n</Listen>\n", "t.conf:4: 'ServerName' is not allowed inside <Listen>");
     BAD("Protocol smtp\n", "t.conf:1: 'Protocol' is only allowed inside <Listen>");
+    /* IdleTimeout: a listener's own (RFC 1939 wants 10 minutes for POP3, RFC 5321 5 for SMTP), or the global */
+    mph_conf *c;
+    CU_ASSERT_PTR_NULL_FATAL(mph_conf_parse_string(g_pool, "t.conf", "/etc/mp",
+                                                   MODS "<Listen *:25>\nProtocol smtp\nIdleTimeout 10m\n</Listen>\n"
+                                                        "<Listen *:26>\nProtocol smtp\n</Listen>\nIdleTimeout 2m\n",
+                                                   &c));
+    CU_ASSERT_EQUAL(APR_ARRAY_IDX(c->listeners, 0, mph_listen_conf *)->idle_timeout, apr_time_from_sec(600));
+    CU_ASSERT_EQUAL(APR_ARRAY_IDX(c->listeners, 1, mph_listen_conf *)->idle_timeout, apr_time_from_sec(120));
     BAD("\ntls implicit\n", "t.conf:2: 'TLS' is only allowed inside <Listen>");
 }
 
