@@ -17,6 +17,24 @@
 
 static int exists(const char *path) { return access(path, F_OK) == 0; }
 
+/* Can `pw` reach `path`? Every folder on the way must let it through. */
+static int reachable_by(const struct passwd *pw, const char *path, apr_pool_t *pool)
+{
+    char *p = apr_pstrdup(pool, path);
+    for (char *slash = p; slash; slash = strchr(slash + 1, '/')) {
+        char keep = slash[1];
+        slash[1] = 0;
+        struct stat st;
+        int ok = stat(p, &st) == 0 &&
+                 (st.st_uid == pw->pw_uid ? (st.st_mode & S_IXUSR)
+                                          : st.st_gid == pw->pw_gid ? (st.st_mode & S_IXGRP) : (st.st_mode & S_IXOTH));
+        slash[1] = keep;
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
 static const char *write_file(apr_pool_t *pool, const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -55,6 +73,11 @@ const char *mph_demo_prepare(apr_pool_t *pool, const char *argv0, const char *di
     int root = geteuid() == 0;
     int shift = root ? 0 : 10000; /* ports below 1024 need root */
     struct passwd *pw = root ? getpwnam("mail") : NULL;
+    if (pw && !reachable_by(pw, abs, pool)) {
+        fprintf(stderr, "mailprotod demo: user mail cannot reach %s (a folder on the way is closed to it): "
+                        "the demo keeps running as root\n", abs);
+        pw = NULL;
+    }
     static const struct { const char *name; int port; const char *tls; int submission; } ports[] = {
         {"smtp", 25, "starttls", 0}, {"smtp", 2525, "starttls", 0}, {"smtp", 587, "required", 1},
         {"smtp", 465, "implicit", 1}, {"pop3", 110, "starttls", 0}, {"pop3", 995, "implicit", 0},
@@ -86,8 +109,11 @@ const char *mph_demo_prepare(apr_pool_t *pool, const char *argv0, const char *di
     for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++) {
         if (!exists(apr_psprintf(pool, "%s/mod_%s.so", module_dir, ports[i].name)))
             continue;
-        text = apr_psprintf(pool, "%s\n<Listen 127.0.0.1:%d>\n    Protocol %s\n    TLS      %s\n%s</Listen>\n", text,
-                            ports[i].port + shift, ports[i].name, ports[i].tls,
+        /* Idle limits from the RFCs: SMTP 5 minutes (RFC 5321 4.5.3.2), POP3 10 (RFC 1939 3), IMAP 30
+           (RFC 9051 5.4). */
+        const char *idle = strcmp(ports[i].name, "pop3") == 0 ? "10m" : strcmp(ports[i].name, "imap") == 0 ? "30m" : "5m";
+        text = apr_psprintf(pool, "%s\n<Listen 127.0.0.1:%d>\n    Protocol %s\n    TLS      %s\n    IdleTimeout %s\n%s</Listen>\n",
+                            text, ports[i].port + shift, ports[i].name, ports[i].tls, idle,
                             ports[i].submission ? "    Submission on\n" : "");
     }
     if (exists(apr_psprintf(pool, "%s/mod_echo.so", module_dir)))
