@@ -29,7 +29,8 @@ _seq = [0]
 
 
 class Pop3Env:
-    def __init__(self, srv, ports, users):
+    def __init__(self, srv, ports, users, backend="mailprotod"):
+        self.backend = backend      # "mailprotod", or "httpd" (the same handlers inside Apache httpd)
         self.srv = srv
         self.ports = ports          # {"off": port, "starttls": port, "required": port, "implicit": port, "smtp": port}
         self.users = users
@@ -54,6 +55,8 @@ class Pop3Env:
         tmp.write_bytes(data)
         final = md / "new" / name
         os.replace(tmp, final)
+        if self.backend == "httpd":
+            self.srv.give_to_run_user(self.dir / "mail")
         return final
 
     def files(self, user):
@@ -118,12 +121,46 @@ def retr(c, n, timeout=None):
     return status, read_multiline(c, timeout)
 
 
-@pytest.fixture
-def pop3env(make_server, free_port, tls_cert):
-    """pop3env(tls=("off",...), smtp=False, users=USERS, **config) -> a started Pop3Env."""
+def httpd_factory(request, free_port, tls_cert):
+    """The same listeners as virtual hosts of Apache httpd with mod_mailproto (issue 6)."""
+    from httpdenv import Httpd
+
+    def factory(tls=("off", "starttls", "required", "implicit"), smtp=False, users=USERS, **overrides):
+        h = Httpd(tls_cert[0], tls_cert[1], free_port)
+        request.addfinalizer(h.stop)
+        ports = {mode: free_port() for mode in tls}
+        mods = POP3_SO.parent
+        lines = [f"MailprotoLoad pop3 {mods}/mod_pop3.so"]
+        vhosts = [(ports[mode], ["MailprotoProtocol pop3", f"MailprotoTLS {mode}"]) for mode in tls]
+        if smtp:
+            if not SMTP_SO.exists():
+                pytest.skip("mod_smtp.so is not built")
+            lines.append(f"MailprotoLoad smtp {mods}/mod_smtp.so")
+            ports["smtp"] = free_port()
+            vhosts.append((ports["smtp"], ["MailprotoProtocol smtp", "MailprotoTLS off"]))
+        lines += [f"MailprotoLoad maildir {mods}/mod_maildir.so", f"MailprotoLoad passwd {mods}/mod_passwd.so",
+                  "MailprotoLocalDomains example.test", "MailprotoStore maildir:mail/%d/%n",
+                  "MailprotoUserDB passwd-file:users"]
+        lines += [f"Mailproto{k} {v}" for k, v in overrides.items()]
+        h.write(lines, vhosts)
+        (h.root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
+        (h.root / "mail").mkdir(exist_ok=True)
+        h.give_to_run_user(h.root / "mail")
+        h.start()
+        return Pop3Env(h, ports, users, backend="httpd")
+
+    return factory
+
+
+@pytest.fixture(params=["mailprotod", "httpd"])
+def pop3env(request, make_server, free_port, tls_cert):
+    """pop3env(tls=("off",...), smtp=False, users=USERS, **config) -> a started Pop3Env. Every POP3 test runs
+    against mailprotod and against the same handlers inside Apache httpd."""
     for so in (POP3_SO, MAILDIR_SO, PASSWD_SO):
         if not so.exists():
             pytest.fail(f"not built: {so}", pytrace=False)
+    if request.param == "httpd":
+        return httpd_factory(request, free_port, tls_cert)
 
     def factory(tls=("off", "starttls", "required", "implicit"), smtp=False, users=USERS, **overrides):
         ports = {mode: free_port() for mode in tls}
