@@ -684,7 +684,9 @@ void mph_conn_free(mph_conn *c)
 
 /* ---------------------------------------------------------------- input */
 
-/* Reads what is there. Returns 1 when bytes came, 0 when nothing more now, -1 at end or error. */
+/* Reads what is there. Returns 1 when bytes came and more may wait, 2 when bytes came and the socket is
+   drained (a short read: asking again would only return EAGAIN), 0 when nothing more now, -1 at end or
+   error. */
 static int conn_read(mph_conn *c)
 {
     /* The buffer holds at most MaxLineLength bytes: a line that does not fit is too long, whether or
@@ -699,10 +701,10 @@ static int conn_read(mph_conn *c)
     }
     if (c->in_len >= c->in_cap)
         return 0;
-    size_t n = 0;
+    size_t n = 0, want = c->in_cap - c->in_len;
     if (c->ssl) {
         ERR_clear_error();
-        if (SSL_read_ex(c->ssl, c->in + c->in_len, c->in_cap - c->in_len, &n) != 1) {
+        if (SSL_read_ex(c->ssl, c->in + c->in_len, want, &n) != 1) {
             int e = SSL_get_error(c->ssl, 0);
             if (e == SSL_ERROR_WANT_READ)
                 return 0;
@@ -724,7 +726,8 @@ static int conn_read(mph_conn *c)
         n = len;
     }
     c->in_len += n;
-    return 1;
+    /* Level-triggered polling reports what arrives later; TLS: nothing decrypted is left behind either. */
+    return n < want && (!c->ssl || SSL_pending(c->ssl) == 0) ? 2 : 1;
 }
 
 static void in_release(mph_conn *c)
@@ -880,15 +883,18 @@ void mph_conn_event(mph_conn *c, apr_int16_t revents)
        ever growing past MaxLineLength. */
     for (int turn = 0; turn < 16 && c->state == MPH_CONN_OPEN && !c->peer_gone && !c->tls_requested; turn++) {
         int got = 0, r;
-        while ((r = conn_read(c)) > 0)
+        while ((r = conn_read(c)) == 1)
+            got = 1;
+        if (r == 2)
             got = 1;
         if (r < 0)
             c->peer_gone = 1;
+        int full = c->in && c->in_len >= c->in_cap; /* more may wait behind a full buffer */
         if (got)
             conn_touch(c);
         size_t before = c->in_len;
         conn_deliver(c);
-        if (!got || c->in_len == before)
+        if (!full || c->in_len == before)
             break;
     }
     if (c->state == MPH_CONN_CLOSING && (revents & APR_POLLHUP))
