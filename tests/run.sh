@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: builds mailproto twice, normally and with AddressSanitizer + UndefinedBehaviorSanitizer,
 # and runs the unit tests (CUnit, through ctest) and the integration tests (pytest, the real mailprotod over
-# real sockets) against each build. Prints one closing line "tests: N passed, N failed".
+# real sockets) against each build, then runs the fuzz targets briefly. Prints one closing line
+# "tests: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -33,7 +34,29 @@ suite() {
   passed=$((passed + ${t:-0})); failed=$((failed + ${f:-0}))
 }
 
+# The libFuzzer targets (tests/fuzz/), built with clang, each run for FUZZ_SECONDS on its seed corpus: a
+# crash, a leak or a sanitizer report fails the run.
+fuzz() {
+  command -v clang >/dev/null || { echo "== fuzz: clang not installed, skipped"; return; }
+  echo "== fuzz: build (build-fuzz)"
+  if ! { cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DMAILPROTO_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
+         cmake --build build-fuzz -j"$jobs" --target fuzz_smtp fuzz_lmtp fuzz_pop3 >build-fuzz.log 2>&1; }; then
+    cat build-fuzz.log; echo "== fuzz: BUILD FAILED"; failed=$((failed + 1)); return
+  fi
+  local t corpus
+  for t in fuzz_smtp fuzz_lmtp fuzz_pop3; do
+    corpus=build-fuzz/corpus-$t; mkdir -p "$corpus"
+    seeds=tests/fuzz/corpus/${t#fuzz_}; [ -d "$seeds" ] || seeds=
+    if build-fuzz/tests/fuzz/$t -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 "$corpus" $seeds >"build-fuzz/$t.log" 2>&1; then
+      echo "== fuzz: $t ok ($(grep -o 'Done [0-9]* runs' "build-fuzz/$t.log"))"; passed=$((passed + 1))
+    else
+      tail -40 "build-fuzz/$t.log"; echo "== fuzz: $t FAILED"; failed=$((failed + 1))
+    fi
+  done
+}
+
 suite plain build
 suite sanitizers build-asan -DMAILPROTO_SANITIZE=ON
+fuzz
 echo "tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

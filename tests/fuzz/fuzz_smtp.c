@@ -30,7 +30,7 @@ static struct mp_store store_obj;
 static struct mp_save save_obj;
 static int users_open;
 
-static int st_instance(const char *spec, const char *base, apr_pool_t *p, mp_store **r, const char **e)
+static int st_instance(const char *spec, const char *base, apr_pool_t *p, void **r, const char **e)
 {
     (void)spec; (void)base; (void)p; (void)e;
     *r = &store_obj;
@@ -91,7 +91,7 @@ static const mp_provider store_provider = {"store", "fake", MP_STORE_IFACE_VERSI
 /* ---- users: alice@example.test / secret ---- */
 struct mp_auth { int x; };
 static struct mp_auth auth_obj;
-static int au_instance(const char *spec, const char *base, apr_pool_t *p, mp_auth **r, const char **e)
+static int au_instance(const char *spec, const char *base, apr_pool_t *p, void **r, const char **e)
 {
     (void)spec; (void)base; (void)p; (void)e;
     *r = &auth_obj;
