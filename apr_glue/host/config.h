@@ -63,7 +63,7 @@ typedef struct mph_conf {
     const char *key_file;       /* TLSCertificateKeyFile, resolved, or NULL */
     const char *log_level;      /* LogLevel error|warn|notice|info|debug (default notice) */
     int threads;                /* Threads (default 0 = one per core) */
-    int workers;                /* Workers, blocking-work threads (default 4) */
+    int workers;                /* Workers, blocking-work threads (default 16) */
     apr_size_t max_line;        /* MaxLineLength (default 8192; suffix K/M) */
     int max_errors;             /* MaxErrors (default 10) */
     apr_interval_time_t idle_timeout;     /* IdleTimeout (default 300s; "300", "300s", "5m") */

@@ -16,6 +16,9 @@
 #ifndef MD_MAILDIR_H
 #define MD_MAILDIR_H
 
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -50,6 +53,10 @@ void md_log(mp_log_level level, int msgid, const char *fmt, ...) __attribute__((
 struct mp_store {
     const char *pattern; /* absolute path with %d %n %u %% */
     const char *base;    /* the part of pattern before the first "%": every user lives below it */
+    /* realpath(base), found once (user_open runs for every recipient of every message) */
+    pthread_mutex_t real_base_mu;
+    atomic_int real_base_ok;
+    char real_base[PATH_MAX];
 };
 
 struct mp_store_user {
@@ -84,7 +91,19 @@ const char *md_msg_key(apr_pool_t *pool, const char *base, size_t len);
 char *md_unique_base(apr_pool_t *pool);
 
 /* ---- files (maildir_fs.c) ---- */
+/* 1 when /proc/self/fd can name this process's descriptors (probed once). */
+int md_proc_fd_ok(void);
 int md_fsync_dir(const char *dir);
+/* Group commit: makes durable every entry made in `dir` before the call, like md_fsync_dir, but
+   concurrent callers on one directory share fsyncs. A caller joins the directory's open batch; when no
+   fsync of that directory is under way, one member (the leader) closes the batch and runs a single
+   fsync for all of it while later callers gather in the next batch. Every member gets the result of the
+   fsync that covered it: 0, or -1 with errno (logged once by the leader). */
+int md_fsync_dir_group(const char *dir);
+/* Tests: called by the leader just before its fsync; -1 (errno set) makes that fsync fail. */
+extern int (*md_dirsync_hook)(const char *dir);
+/* Tests and benchmarks: fsyncs run and callers served by md_fsync_dir_group since the start. */
+void md_dirsync_stats(unsigned long *syncs_r, unsigned long *callers_r);
 /* Replaces path with data: temp file, fsync, rename, fsync of the directory. 0 or -1 (logged). */
 int md_write_atomic(const char *dir, const char *name, const char *data, size_t len);
 /* The whole file in pool (NUL-terminated). 0, 1 when missing, -1 on error (logged). */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,20 @@
 #include <unistd.h>
 
 #include <apr_strings.h>
+
+static pthread_once_t proc_once = PTHREAD_ONCE_INIT;
+static int proc_fd_ok;
+
+static void proc_probe(void)
+{
+    proc_fd_ok = access("/proc/self/fd", X_OK) == 0;
+}
+
+int md_proc_fd_ok(void)
+{
+    pthread_once(&proc_once, proc_probe);
+    return proc_fd_ok;
+}
 
 int md_fsync_dir(const char *dir)
 {
@@ -28,6 +43,136 @@ int md_fsync_dir(const char *dir)
         md_log(MP_LOG_ERROR, 60101, "fsync(%s) failed: %s", dir, strerror(errno));
     close(fd);
     return rv;
+}
+
+/* ---- group commit of directory fsyncs ----
+ *
+ * Delivery makes each message durable with fsync(file), a link into new/ (or cur/), and an
+ * fsync of that directory. The last step is what concurrent deliveries into one folder can share: an
+ * fsync of a directory makes every entry made in it before the call durable, so one fsync serves every
+ * caller whose link was done when it started. Batches per directory path:
+ *
+ *   - A caller (its entry already made) joins the directory's open batch.
+ *   - When no fsync of the directory is under way, the first member to see that becomes the leader: it
+ *     closes the batch (later callers start the next one), runs one fsync without the lock, and
+ *     publishes the result to every member. Otherwise members wait; when the running fsync ends, a member
+ *     of the open batch leads the next. So at most one fsync per directory runs at a time, and a caller
+ *     waits for at most the fsync under way plus its own.
+ *   - A member is never answered by an fsync that started before it joined (it joined an open batch,
+ *     and a batch is closed before its fsync starts), so nothing is reported durable early. A failed
+ *     fsync fails every member of its batch, each of which undoes its own entry.
+ *
+ * One mutex for the table (held only for bookkeeping, never during I/O); a condition variable per
+ * directory in use; entries live while a caller uses them, so the table holds only directories with a
+ * commit in progress. The leader opens the directory by path for each fsync (after every member's entry
+ * exists): a cached descriptor could outlive a folder removed and made again under the same name. */
+
+typedef struct gc_batch {
+    int members;
+    int done;
+    int rc, err;
+} gc_batch;
+
+typedef struct gc_dir {
+    struct gc_dir *next;
+    char *path;
+    pthread_cond_t cv;
+    gc_batch *open;      /* gathering members; NULL when none */
+    int syncing;         /* a leader's fsync is under way */
+    int users;           /* callers inside md_fsync_dir_group on this directory */
+} gc_dir;
+
+static pthread_mutex_t gc_mu = PTHREAD_MUTEX_INITIALIZER;
+static gc_dir *gc_dirs;
+static atomic_ulong gc_syncs, gc_callers;
+int (*md_dirsync_hook)(const char *dir);
+
+void md_dirsync_stats(unsigned long *syncs_r, unsigned long *callers_r)
+{
+    *syncs_r = atomic_load(&gc_syncs);
+    *callers_r = atomic_load(&gc_callers);
+}
+
+static gc_dir *gc_get(const char *dir)
+{
+    for (gc_dir *d = gc_dirs; d; d = d->next)
+        if (strcmp(d->path, dir) == 0)
+            return d;
+    gc_dir *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(dir)) || pthread_cond_init(&d->cv, NULL) != 0) {
+        if (d)
+            free(d->path);
+        free(d);
+        return NULL;
+    }
+    d->next = gc_dirs;
+    gc_dirs = d;
+    return d;
+}
+
+static void gc_put(gc_dir *d)
+{
+    if (--d->users > 0)
+        return;
+    for (gc_dir **pp = &gc_dirs; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    pthread_cond_destroy(&d->cv);
+    free(d->path);
+    free(d);
+}
+
+int md_fsync_dir_group(const char *dir)
+{
+    atomic_fetch_add(&gc_callers, 1);
+    pthread_mutex_lock(&gc_mu);
+    gc_dir *d = gc_get(dir);
+    gc_batch *b = NULL;
+    if (d) {
+        d->users++;
+        if (!d->open)
+            d->open = calloc(1, sizeof *d->open);
+        b = d->open;
+        if (!b)
+            gc_put(d);
+    }
+    if (!b) { /* out of memory: an fsync of our own is as durable */
+        pthread_mutex_unlock(&gc_mu);
+        atomic_fetch_add(&gc_syncs, 1);
+        return md_fsync_dir(dir);
+    }
+    b->members++;
+    while (!b->done) {
+        if (!d->syncing && d->open == b) {
+            d->syncing = 1;
+            d->open = NULL; /* closed: whoever comes now waits for the next fsync */
+            pthread_mutex_unlock(&gc_mu);
+            atomic_fetch_add(&gc_syncs, 1);
+            int rc = md_dirsync_hook ? md_dirsync_hook(dir) : 0;
+            if (rc != 0)
+                md_log(MP_LOG_ERROR, 60101, "fsync(%s) failed: %s", dir, strerror(errno));
+            else
+                rc = md_fsync_dir(dir);
+            int err = errno;
+            pthread_mutex_lock(&gc_mu);
+            b->rc = rc;
+            b->err = err;
+            b->done = 1;
+            d->syncing = 0;
+            pthread_cond_broadcast(&d->cv); /* this batch's members, and the next batch's leader */
+        } else {
+            pthread_cond_wait(&d->cv, &gc_mu);
+        }
+    }
+    int rc = b->rc, err = b->err;
+    if (--b->members == 0)
+        free(b);
+    gc_put(d);
+    pthread_mutex_unlock(&gc_mu);
+    errno = err;
+    return rc;
 }
 
 static int write_all(int fd, const char *data, size_t len)

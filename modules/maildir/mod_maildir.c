@@ -12,6 +12,7 @@
 #include "maildir.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,6 +58,7 @@ static int md_instance(const char *spec, const char *base_dir, apr_pool_t *pool,
     while (len > 1 && path[len - 1] == '/')
         path[--len] = '\0';
     mp_store *st = apr_pcalloc(pool, sizeof *st);
+    pthread_mutex_init(&st->real_base_mu, NULL);
     st->pattern = path;
     /* The base: the directories before the first component with a "%". Users live below it only. */
     const char *pct = strchr(path, '%');
@@ -80,6 +82,67 @@ static int inside(const char *base, const char *path)
     return strncmp(path, base, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
+/* realpath(st->base), once per instance. NULL (logged) when it cannot be found. */
+static const char *real_base(mp_store *st)
+{
+    if (atomic_load_explicit(&st->real_base_ok, memory_order_acquire))
+        return st->real_base;
+    pthread_mutex_lock(&st->real_base_mu);
+    if (!atomic_load_explicit(&st->real_base_ok, memory_order_relaxed)) {
+        if (realpath(st->base, st->real_base))
+            atomic_store_explicit(&st->real_base_ok, 1, memory_order_release);
+        else
+            md_log(MP_LOG_ERROR, 60001, "realpath(%s) failed: %s", st->base, strerror(errno));
+    }
+    pthread_mutex_unlock(&st->real_base_mu);
+    return atomic_load_explicit(&st->real_base_ok, memory_order_acquire) ? st->real_base : NULL;
+}
+
+/* The real path of the user's maildir `path`, which must be a maildir (cur/; with `all`, new/ and tmp/
+   too) inside the store. Opens it once and asks the kernel for its name (whatever symbolic links lie on
+   the way), where realpath() would read every component's link: this runs for every recipient. */
+static int user_root(mp_store *st, const char *path, int all, char *real_root)
+{
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return MP_STORE_NOTFOUND;
+        md_log(MP_LOG_ERROR, 60000, "open(%s) failed: %s", path, strerror(errno));
+        return MP_STORE_ERR;
+    }
+    int rv = MP_STORE_OK;
+    ssize_t n = -1;
+    if (md_proc_fd_ok()) {
+        char link[64];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        n = readlink(link, real_root, PATH_MAX - 1);
+        if (n > 0 && n < PATH_MAX - 1 && real_root[0] == '/')
+            real_root[n] = '\0';
+        else
+            n = -1;
+    }
+    if (n < 0 && !realpath(path, real_root)) {
+        rv = errno == ENOENT || errno == ENOTDIR ? MP_STORE_NOTFOUND : MP_STORE_ERR;
+        if (rv == MP_STORE_ERR)
+            md_log(MP_LOG_ERROR, 60000, "realpath(%s) failed: %s", path, strerror(errno));
+    }
+    const char *base = rv == MP_STORE_OK ? real_base(st) : NULL;
+    if (rv == MP_STORE_OK && !base)
+        rv = MP_STORE_ERR;
+    if (rv == MP_STORE_OK && !inside(base, real_root)) {
+        md_log(MP_LOG_ERROR, 60002, "%s leads outside the store %s: refused", path, base);
+        rv = MP_STORE_BADNAME;
+    }
+    static const char *const subs[] = {"cur", "new", "tmp"};
+    for (size_t i = 0; rv == MP_STORE_OK && i < (all ? 3u : 1u); i++) {
+        struct stat sb;
+        if (fstatat(fd, subs[i], &sb, 0) != 0 || !S_ISDIR(sb.st_mode))
+            rv = MP_STORE_NOTFOUND;
+    }
+    close(fd);
+    return rv;
+}
+
 int md_user_open(mp_store *st, const char *user, int create, apr_pool_t *pool, mp_store_user **u_r)
 {
     apr_pool_t *up;
@@ -91,30 +154,14 @@ int md_user_open(mp_store *st, const char *user, int create, apr_pool_t *pool, m
         apr_pool_destroy(up);
         return rv;
     }
-    size_t blen = strlen(st->base);
-    const char *rel = strcmp(st->base, "/") == 0 ? path + 1 : path + blen + (path[blen] == '/');
-    if (create && (md_mkdir_beneath(st->base, rel) != 0 || md_make_maildir(path, 0) != 0)) {
-        apr_pool_destroy(up);
-        return MP_STORE_ERR;
-    }
-    /* Whatever symbolic links lie on the way: the user's root must be inside the store. */
-    char real_base[PATH_MAX], real_root[PATH_MAX];
-    if (!realpath(path, real_root)) {
-        rv = errno == ENOENT || errno == ENOTDIR ? MP_STORE_NOTFOUND : MP_STORE_ERR;
-        if (rv == MP_STORE_ERR)
-            md_log(MP_LOG_ERROR, 60000, "realpath(%s) failed: %s", path, strerror(errno));
-    } else if (!realpath(st->base, real_base)) {
-        md_log(MP_LOG_ERROR, 60001, "realpath(%s) failed: %s", st->base, strerror(errno));
-        rv = MP_STORE_ERR;
-    } else if (!inside(real_base, real_root)) {
-        md_log(MP_LOG_ERROR, 60002, "%s leads outside the store %s: refused", path, real_base);
-        rv = MP_STORE_BADNAME;
-    } else {
-        struct stat sb;
-        char cur[PATH_MAX + 8];
-        snprintf(cur, sizeof cur, "%s/cur", real_root);
-        if (stat(cur, &sb) != 0 || !S_ISDIR(sb.st_mode))
-            rv = MP_STORE_NOTFOUND;
+    char real_root[PATH_MAX];
+    /* Usually the maildir is there: no mkdir at all. With `create`, new/ and tmp/ must be there too. */
+    rv = user_root(st, path, create, real_root);
+    if (rv == MP_STORE_NOTFOUND && create) {
+        size_t blen = strlen(st->base);
+        const char *rel = strcmp(st->base, "/") == 0 ? path + 1 : path + blen + (path[blen] == '/');
+        rv = md_mkdir_beneath(st->base, rel) != 0 || md_make_maildir(path, 0) != 0 ? MP_STORE_ERR
+                                                                                  : user_root(st, path, 1, real_root);
     }
     if (rv != MP_STORE_OK) {
         apr_pool_destroy(up);
@@ -191,6 +238,10 @@ static void maildir_fini(void *ctx)
 {
     (void)ctx;
     md_watch_shutdown(); /* the watcher thread must not outlive the code it runs */
+    unsigned long syncs, callers;
+    md_dirsync_stats(&syncs, &callers);
+    if (callers)
+        md_log(MP_LOG_INFO, 60003, "group commit: %lu folder fsyncs served %lu commits", syncs, callers);
 }
 
 MP_MODULE {

@@ -5,13 +5,21 @@
 #   2. Postfix delivering into a Maildir (the peers harness, ../shared/peers/setup-postfix.sh),
 #   3. smtp-sink (the protocol ceiling, nothing stored),
 #   4. the raw durable-write ceiling of the disk (tests/bench/durable_write.c: write 4 KiB + fsync + rename
-#      + fsync of the folder), with 1 and with 20 writers.
+#      + fsync of the folder), with 1 and with 20 writers,
+#   5. mod_maildir's own delivery rate without SMTP (store_tool bench: save_begin/write/commit), with 1 and
+#      20 threads, against the same disk, for what the store costs beside the raw ceiling.
 # Then the ratios the issue asks for: mailprotod / Postfix (goal >= 3) and mailprotod / ceiling(20)
 # (goal >= 0.6).
+#
+# Files are removed only at the end. On ext4 without a journal, the kernel skips inodes freed in the last
+# minutes when it allocates new ones (a scan per creation), so a mass removal just before a measurement
+# slows every delivery that follows; several runs in a row share that, so compare figures of one run.
 #
 # usage: tests/bench/smtp_compare.sh [--build DIR]      (as root, on loopback only; a few minutes)
 # env:   PEERS_DIR=<the peers harness>  (default: ../shared/peers next to the checkout)
 #        SESSIONS=20 SIZE=4096 COUNT=5000 DURATION=60 WORKERS=20 PORT=10525
+#        BENCH_DIR=/var/tmp  (where mailprotod's store and the ceiling's files go: the disk measured)
+#        BENCH_KEEP=1        (keep that folder: for runs in a row, remove them all after the last)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -29,12 +37,12 @@ die() { echo "ERROR: $*" >&2; exit 1; }
 for m in smtp maildir passwd; do [ -f "$build/modules/mod_$m.so" ] || die "no $build/modules/mod_$m.so"; done
 [ -f "$PEERS_DIR/bench-smtp.sh" ] || die "no peers harness at $PEERS_DIR"
 
-work=$(mktemp -d /var/tmp/mailproto-bench-XXXXXX)
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/mailproto-bench-XXXXXX")
 chmod 755 "$work"
 pid=
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	rm -rf "$work"
+	if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -45,11 +53,30 @@ bash "$PEERS_DIR/setup-postfix.sh" >"$work/setup-postfix.log" 2>&1 || { tail -20
 . "$PEERS_DIR/lib.sh"
 PATH=$PATH:/usr/sbin
 
-echo "== durable-write ceiling (4 KiB, write+fsync+rename+fsync dir) in $work"
+# The file system measured: ext4 with or without a journal batches fsyncs very differently.
+fs_desc() {
+	local src fstype dev jt
+	read -r src fstype < <(findmnt -n -o SOURCE,FSTYPE --target "$1" 2>/dev/null)
+	dev=${src##*/}
+	jt=$(cat "/sys/fs/ext4/$dev/journal_task" 2>/dev/null)
+	case "$fstype:$jt" in
+	ext4:"<none>") echo "$src ext4, no journal" ;;
+	ext4:*) echo "$src ext4 with a journal" ;;
+	*) echo "$src $fstype" ;;
+	esac
+}
+echo "== durable-write ceiling (4 KiB, write+fsync+rename+fsync dir) in $work ($(fs_desc "$work"))"
 cc -O2 -pthread -o "$work/durable_write" "$here/durable_write.c" || die "cannot compile durable_write.c"
 dw1=$("$work/durable_write" "$work/dw1" 1 1000 "$SIZE" | tee /dev/stderr | rate_of)
 dw20=$("$work/durable_write" "$work/dw20" 20 "$COUNT" "$SIZE" | tee /dev/stderr | rate_of)
-rm -rf "$work/dw1" "$work/dw20"
+
+st1='' st20=''
+if [ -x "$build/tests/store_tool" ]; then
+	echo "== mod_maildir save_commit without SMTP (store_tool bench)"
+	st_rate() { sed -n 's/.*"per_second": \([0-9.]*\).*/\1/p'; }
+	st1=$("$build/tests/store_tool" "$build/modules/mod_maildir.so" 'st1/%d/%n' "$work" u1@localhost bench 1000 1 "$SIZE" | tee /dev/stderr | st_rate)
+	st20=$("$build/tests/store_tool" "$build/modules/mod_maildir.so" 'st20/%d/%n' "$work" u1@localhost bench "$COUNT" 20 "$SIZE" | tee /dev/stderr | st_rate)
+fi
 
 echo "== mailprotod on 127.0.0.1:$PORT (Workers $WORKERS)"
 mkdir -p "$work/mp/state"
@@ -101,7 +128,10 @@ echo
 echo "SUMMARY sessions=$SESSIONS size=$SIZE count=$COUNT"
 printf '  %-44s %10s msg/s\n' "mailprotod, delivered durably to Maildir" "${mp:-?}" \
 	"Postfix, delivered to Maildir" "${pf:-?}" "smtp-sink (no storage)" "${sink:-?}" \
-	"durable-write ceiling, 1 writer" "${dw1:-?}" "durable-write ceiling, 20 writers" "${dw20:-?}"
+	"durable-write ceiling, 1 writer" "${dw1:-?}" "durable-write ceiling, 20 writers" "${dw20:-?}" \
+	"mod_maildir save_commit, 1 thread" "${st1:-?}" "mod_maildir save_commit, 20 threads" "${st20:-?}"
 echo "  mailprotod / Postfix          = $(ratio "${mp:-0}" "${pf:-0}")   (goal >= 3)"
 echo "  mailprotod / ceiling(20)      = $(ratio "${mp:-0}" "${dw20:-0}")   (goal >= 0.60)"
 echo "  mailprotod / smtp-sink        = $(ratio "${mp:-0}" "${sink:-0}")"
+echo "  save_commit(20) / ceiling(20) = $(ratio "${st20:-0}" "${dw20:-0}")   (the store alone)"
+echo "  file system: $(fs_desc "$work")"

@@ -276,7 +276,7 @@ static void test_defaults(void)
     CU_ASSERT_PTR_NULL(c->key_file);
     STR_EQ(c->log_level, "notice");
     CU_ASSERT_EQUAL(c->threads, 0);
-    CU_ASSERT_EQUAL(c->workers, 4);
+    CU_ASSERT_EQUAL(c->workers, 16);
     CU_ASSERT_EQUAL(c->max_line, 8192);
     CU_ASSERT_EQUAL(c->max_errors, 10);
     CU_ASSERT_EQUAL(c->idle_timeout, SEC(300));

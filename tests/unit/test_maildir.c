@@ -713,6 +713,25 @@ static void test_hostile_users(void)
     CU_ASSERT_NOT_EQUAL(S->user_open(store, "bob@evil.test", 1, pool, &u), MP_STORE_OK);
     CU_ASSERT_NOT_EQUAL(S->user_open(store, "bob@evil.test", 0, pool, &u), MP_STORE_OK);
     CU_ASSERT_EQUAL(count_files(outside), 0);
+    /* Nor when a whole maildir waits outside (user_open's quick path: no mkdir, the kernel's name). */
+    char *ready = apr_pstrcat(pool, tmpdir, "/outside2", NULL);
+    mkdir(ready, 0700);
+    mkdir(apr_pstrcat(pool, ready, "/bob", NULL), 0700);
+    static const char *const subs[] = {"cur", "new", "tmp"};
+    for (int i = 0; i < 3; i++)
+        mkdir(apr_pstrcat(pool, ready, "/bob/", subs[i], NULL), 0700);
+    CU_ASSERT_EQUAL(symlink(ready, apr_pstrcat(pool, tmpdir, "/mail/evil2.test", NULL)), 0);
+    CU_ASSERT_EQUAL(S->user_open(store, "bob@evil2.test", 1, pool, &u), MP_STORE_BADNAME);
+    CU_ASSERT_EQUAL(S->user_open(store, "bob@evil2.test", 0, pool, &u), MP_STORE_BADNAME);
+    /* A maildir that lost its tmp/ gets it back when opened for delivery. */
+    mp_store_user *c = user("carol@example.test");
+    S->user_close(c);
+    CU_ASSERT_EQUAL(rmdir(apr_psprintf(pool, "%s/mail/example.test/carol/tmp", tmpdir)), 0);
+    CU_ASSERT_EQUAL(S->user_open(store, "carol@example.test", 0, pool, &c), MP_STORE_OK); /* cur/ is enough */
+    S->user_close(c);
+    c = user("carol@example.test");
+    CU_ASSERT_EQUAL(deliver(c, "for carol\r\n"), MP_STORE_OK);
+    S->user_close(c);
     /* Two users never share anything. */
     mp_store_user *a = user(ALICE), *b = user("bob@example.test");
     CU_ASSERT_EQUAL(deliver(a, "for alice\r\n"), MP_STORE_OK);
@@ -1195,15 +1214,22 @@ static void test_peek_and_save_abort(void)
     mp_save *sv;
     apr_pool_t *p;
     apr_pool_create(&p, pool);
+    /* A small beginning stays in the buffer: no file yet. More than the buffer goes to the spool file in
+       tmp/. Either way an abort leaves nothing. */
+    static char big[100000];
+    memset(big, 'x', sizeof big);
     CU_ASSERT_EQUAL(S->save_begin(u, "INBOX", p, &sv), MP_STORE_OK);
     S->save_write(sv, "partial", 7);
+    CU_ASSERT_EQUAL(count_files(upath("tmp")), 0);
+    S->save_write(sv, big, sizeof big);
     CU_ASSERT_EQUAL(count_files(upath("tmp")), 1);
     S->save_abort(sv);
     S->save_abort(sv); /* twice is harmless */
     CU_ASSERT_EQUAL(count_files(upath("tmp")), 0);
     /* A save whose pool goes away unfinished leaves nothing either. */
     CU_ASSERT_EQUAL(S->save_begin(u, "INBOX", p, &sv), MP_STORE_OK);
-    S->save_write(sv, "partial", 7);
+    S->save_write(sv, big, sizeof big);
+    CU_ASSERT_EQUAL(count_files(upath("tmp")), 1);
     apr_pool_destroy(p);
     CU_ASSERT_EQUAL(count_files(upath("tmp")), 0);
     CU_ASSERT_EQUAL(S->save_begin(u, "Missing", pool, &sv), MP_STORE_NOTFOUND);
@@ -1220,9 +1246,287 @@ static void test_peek_and_save_abort(void)
     CU_ASSERT_EQUAL(S->folder_peek(b, "INBOX", &st), MP_STORE_OK);
     CU_ASSERT_EQUAL(st.messages, 1);
     CU_ASSERT_EQUAL(count_files(upath("tmp")), 0);
+    /* The same file in both folders: one inode, two names (the tmp/ name is gone). */
+    const char *nb = first_file(apr_psprintf(pool, "%s/mail/example.test/bob/new", tmpdir));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nb);
+    struct stat sb;
+    CU_ASSERT_EQUAL(stat(apr_psprintf(pool, "%s/mail/example.test/bob/new/%s", tmpdir, nb), &sb), 0);
+    CU_ASSERT_EQUAL(sb.st_nlink, 2);
     apr_pool_destroy(p);
     S->user_close(b);
     S->user_close(u);
+}
+
+/* ---- group commit of the folder fsyncs (md_fsync_dir_group) ---- */
+
+extern int (*md_dirsync_hook)(const char *dir);
+extern void md_dirsync_stats(unsigned long *syncs_r, unsigned long *callers_r);
+
+#define GC_THREADS 16
+#define GC_EACH 25
+#define GC_SNAPS 4096
+
+/* What the leaders saw: before each folder fsync, the hook lists new/ (the entries that fsync makes
+   durable). */
+static struct {
+    pthread_mutex_t mu;
+    char *snap[GC_SNAPS];
+    int nsnaps;
+    int delay_us;
+    int fail_at; /* the fsync (1-based) to fail, 0: none */
+    int calls;
+} gc = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int gc_hook(const char *dir)
+{
+    pthread_mutex_lock(&gc.mu);
+    int call = ++gc.calls;
+    pthread_mutex_unlock(&gc.mu);
+    if (gc.delay_us)
+        usleep((useconds_t)gc.delay_us); /* a slow disk: callers gather behind this fsync */
+    size_t cap = 1 << 16, len = 0;
+    char *list = malloc(cap);
+    list[len++] = '\n';
+    list[len] = '\0';
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (de->d_name[0] == '.')
+            continue;
+        while (len + n + 2 >= cap)
+            list = realloc(list, cap *= 2);
+        memcpy(list + len, de->d_name, n);
+        len += n;
+        list[len++] = '\n';
+        list[len] = '\0';
+    }
+    if (d)
+        closedir(d);
+    pthread_mutex_lock(&gc.mu);
+    if (gc.nsnaps < GC_SNAPS)
+        gc.snap[gc.nsnaps++] = list;
+    else
+        free(list);
+    pthread_mutex_unlock(&gc.mu);
+    if (call == gc.fail_at) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct gc_writer {
+    int id;
+    const char *user;
+    int results[GC_EACH];
+    int target_results[GC_EACH];
+    int seen_snaps[GC_EACH]; /* snapshots taken when the commit returned */
+} gc_writer;
+
+static void *gc_writer_run(void *arg)
+{
+    gc_writer *w = arg;
+    apr_pool_t *wp;
+    apr_pool_create(&wp, NULL);
+    mp_store_user *u;
+    if (S->user_open(store, w->user, 1, wp, &u) != MP_STORE_OK) {
+        for (int i = 0; i < GC_EACH; i++)
+            w->results[i] = -100;
+        apr_pool_destroy(wp);
+        return NULL;
+    }
+    for (int i = 0; i < GC_EACH; i++) {
+        apr_pool_t *ip;
+        apr_pool_create(&ip, wp);
+        char text[128];
+        int len = snprintf(text, sizeof text, "Subject: g%d-%d\r\n\r\nbody\r\n", w->id, i);
+        mp_save *sv;
+        mp_save_target t = {.user = u, .folder = "INBOX"};
+        static const mp_save_meta plain = {.delivery = 1};
+        w->results[i] = S->save_begin(u, "INBOX", ip, &sv);
+        if (w->results[i] == MP_STORE_OK && (w->results[i] = S->save_write(sv, text, (size_t)len)) == MP_STORE_OK)
+            w->results[i] = S->save_commit(sv, &plain, &t, 1);
+        w->target_results[i] = t.result;
+        pthread_mutex_lock(&gc.mu);
+        w->seen_snaps[i] = gc.nsnaps;
+        pthread_mutex_unlock(&gc.mu);
+        apr_pool_destroy(ip);
+    }
+    S->user_close(u);
+    apr_pool_destroy(wp);
+    return NULL;
+}
+
+#define GC_IDS 256
+
+/* The names of the files in `dir` by their "Subject: g<id>-<i>" (id < GC_IDS); NULL where none. */
+static const char **gc_names(const char *dir)
+{
+    const char **names = apr_pcalloc(pool, GC_IDS * GC_EACH * sizeof *names);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char text[64] = "";
+        int fd = open(apr_pstrcat(pool, dir, "/", de->d_name, NULL), O_RDONLY);
+        ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        int id, i;
+        if (n > 0 && (text[n] = '\0', sscanf(text, "Subject: g%d-%d\r", &id, &i)) == 2 && id >= 0 && id < GC_IDS &&
+            i >= 0 && i < GC_EACH) {
+            CU_ASSERT_PTR_NULL(names[id * GC_EACH + i]); /* once */
+            names[id * GC_EACH + i] = apr_pstrdup(pool, de->d_name);
+        }
+    }
+    if (d)
+        closedir(d);
+    return names;
+}
+
+/* Checks every writer's messages after a run; returns how many commits failed. */
+static int gc_check(gc_writer *w, int nw)
+{
+    int failed = 0;
+    const char **by_user[2] = {gc_names(upath("new")),
+                               gc_names(apr_psprintf(pool, "%s/mail/example.test/bob/new", tmpdir))};
+    for (int k = 0; k < nw; k++) {
+        const char **names = by_user[strcmp(w[k].user, ALICE) != 0];
+        for (int i = 0; i < GC_EACH; i++) {
+            const char *name = names[w[k].id * GC_EACH + i];
+            if (w[k].results[i] != MP_STORE_OK) {
+                /* A failed commit is answered as such, per writer and per target, and leaves nothing. */
+                CU_ASSERT_EQUAL(w[k].results[i], MP_STORE_ERR);
+                CU_ASSERT_EQUAL(w[k].target_results[i], MP_STORE_ERR);
+                CU_ASSERT_PTR_NULL(name);
+                failed++;
+                continue;
+            }
+            CU_ASSERT_EQUAL(w[k].target_results[i], MP_STORE_OK);
+            CU_ASSERT_PTR_NOT_NULL(name);
+            if (!name)
+                continue;
+            /* Durable before the answer: a folder fsync that began before the commit returned had the
+               entry in new/ already. */
+            char *line = apr_pstrcat(pool, "\n", name, "\n", NULL);
+            int covered = 0;
+            for (int j = 0; j < w[k].seen_snaps[i] && !covered; j++)
+                covered = strstr(gc.snap[j], line) != NULL;
+            CU_ASSERT(covered);
+        }
+    }
+    return failed;
+}
+
+static void gc_reset(void)
+{
+    for (int j = 0; j < gc.nsnaps; j++)
+        free(gc.snap[j]);
+    gc.nsnaps = 0;
+    gc.calls = 0;
+    gc.fail_at = 0;
+}
+
+static void gc_empty_new(const char *user)
+{
+    apr_pool_t *p;
+    apr_pool_create(&p, pool);
+    mp_store_user *u;
+    mp_folder *f;
+    CU_ASSERT_EQUAL_FATAL(S->user_open(store, user, 1, p, &u), MP_STORE_OK);
+    CU_ASSERT_EQUAL(S->folder_open(u, "INBOX", 0, p, &f), MP_STORE_OK); /* new/ to cur/ */
+    S->folder_close(f);
+    S->user_close(u);
+    apr_pool_destroy(p);
+}
+
+static void test_group_commit(void)
+{
+    static const char *const users[2] = {"alice@example.test", "bob@example.test"};
+    for (int round = 0; round < 2; round++) { /* twice: the second round meets the first's files in cur/ */
+        gc_empty_new(users[0]);
+        gc_empty_new(users[1]);
+        gc_reset();
+        gc.delay_us = 3000;
+        md_dirsync_hook = gc_hook;
+        unsigned long syncs0, callers0, syncs1, callers1;
+        md_dirsync_stats(&syncs0, &callers0);
+        /* 16 writers, as 16 sessions on 16 workers, into two folders at once. */
+        gc_writer w[GC_THREADS];
+        pthread_t t[GC_THREADS];
+        for (int k = 0; k < GC_THREADS; k++) {
+            memset(&w[k], 0, sizeof w[k]);
+            w[k].id = round * GC_THREADS + k;
+            w[k].user = users[k % 2];
+            pthread_create(&t[k], NULL, gc_writer_run, &w[k]);
+        }
+        for (int k = 0; k < GC_THREADS; k++)
+            pthread_join(t[k], NULL);
+        md_dirsync_hook = NULL;
+        md_dirsync_stats(&syncs1, &callers1);
+        CU_ASSERT_EQUAL(gc_check(w, GC_THREADS), 0);
+        CU_ASSERT_EQUAL(callers1 - callers0, GC_THREADS * GC_EACH);
+        /* Shared: far fewer fsyncs than commits (8 writers per folder behind a 3 ms fsync). */
+        CU_ASSERT(syncs1 - syncs0 < (GC_THREADS * GC_EACH) / 2);
+        CU_ASSERT_EQUAL(count_files(upath("tmp")), 0);
+        CU_ASSERT_EQUAL(count_files(upath("new")), GC_THREADS / 2 * GC_EACH);
+        /* Every message once, readable through the store with its own content. */
+        mp_store_user *u = user(ALICE);
+        mp_folder *f;
+        CU_ASSERT_EQUAL_FATAL(S->folder_open(u, "INBOX", 1, pool, &f), MP_STORE_OK);
+        const mp_msg *m;
+        uint32_t n;
+        S->folder_messages(f, &m, &n);
+        char *seen = apr_pcalloc(pool, GC_THREADS * GC_EACH);
+        int fresh = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            char *text = read_msg(f, m[i].uid, 4096, NULL);
+            int id = -1, k = -1;
+            if (text && sscanf(text, "Subject: g%d-%d", &id, &k) == 2 && id >= round * GC_THREADS &&
+                id < (round + 1) * GC_THREADS && k >= 0 && k < GC_EACH) {
+                id -= round * GC_THREADS;
+                CU_ASSERT_EQUAL(seen[id * GC_EACH + k], 0);
+                CU_ASSERT_EQUAL(id % 2, 0);
+                seen[id * GC_EACH + k] = 1;
+                fresh++;
+            }
+        }
+        CU_ASSERT_EQUAL(fresh, GC_THREADS / 2 * GC_EACH);
+        S->folder_close(f);
+        S->user_close(u);
+    }
+    gc_reset();
+}
+
+static void test_group_commit_failure(void)
+{
+    gc_empty_new(ALICE);
+    gc_reset();
+    /* The first fsync is slow, so that the others gather in the next batch; that one fails. */
+    gc.delay_us = 20000;
+    gc.fail_at = 2;
+    md_dirsync_hook = gc_hook;
+    gc_writer w[8];
+    pthread_t t[8];
+    for (int k = 0; k < 8; k++) {
+        memset(&w[k], 0, sizeof w[k]);
+        w[k].id = 100 + k;
+        w[k].user = ALICE;
+        pthread_create(&t[k], NULL, gc_writer_run, &w[k]);
+    }
+    for (int k = 0; k < 8; k++)
+        pthread_join(t[k], NULL);
+    md_dirsync_hook = NULL;
+    fake_clear_log(fs);
+    int failed = gc_check(w, 8);
+    /* Only the members of the failed fsync's batch failed: more than one, not all. */
+    CU_ASSERT(failed > 1);
+    CU_ASSERT(failed < 8 * GC_EACH);
+    CU_ASSERT_EQUAL(count_files(upath("new")), 8 * GC_EACH - failed);
+    CU_ASSERT_EQUAL(count_files(upath("tmp")), 0);
+    gc_reset();
 }
 
 /* ---- timing (MAILDIR_BENCH=1) ---- */
@@ -1312,6 +1616,8 @@ int main(void)
     CU_add_test(s, "a folder deleted and made again under a view", test_folder_gone_under_a_view);
     CU_add_test(s, "rename with children, rename INBOX", test_rename);
     CU_add_test(s, "peek, abort, several targets", test_peek_and_save_abort);
+    CU_add_test(s, "group commit: concurrent deliveries share folder fsyncs", test_group_commit);
+    CU_add_test(s, "group commit: a failed fsync fails its batch only", test_group_commit_failure);
     CU_add_test(s, "timing", test_bench);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
