@@ -90,3 +90,18 @@ def test_bad_mail_configuration_stops_httpd_start(httpd):
     assert "unknown directive 'NoSuchDirective'" in log + r.stderr
     assert not port_accepts(httpd.echo_port)
     assert not port_accepts(httpd.http_port)
+
+
+def test_web_page_and_smtp_delivery_at_once(free_port, tls_cert, request):
+    """One httpd: an HTTP page on one port while an SMTP session on another delivers into the store."""
+    import smtplib
+    from smtpenv import check_delivered, message, start_smtp_httpd
+    env = start_smtp_httpd(tls_cert, free_port, request)
+    with smtplib.SMTP("127.0.0.1", env.mx, local_hostname="client.example", timeout=20) as s:
+        s.ehlo()
+        page = urllib.request.urlopen(f"http://127.0.0.1:{env.srv.http_port}/", timeout=10).read()
+        assert page == b"hello from httpd\n"
+        body = message("web and mail")
+        s.sendmail("someone@remote.example", ["alice@example.test"], body)
+    [stored] = env.wait_messages("alice@example.test", 1)
+    check_delivered(stored, "someone@remote.example", body, with_="ESMTP", for_="alice@example.test")
