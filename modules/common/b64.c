@@ -5,8 +5,7 @@
 
 static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* The 6-bit value of an alphabet character, or -1. */
-static int b64_value(unsigned char c)
+int mpc_b64_value(unsigned char c, char last)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -16,7 +15,7 @@ static int b64_value(unsigned char c)
         return c - '0' + 52;
     if (c == '+')
         return 62;
-    if (c == '/')
+    if (c == (unsigned char)last)
         return 63;
     return -1;
 }
@@ -82,7 +81,7 @@ int mpc_b64_decode(const char *in, size_t len, unsigned char *out, size_t *out_l
             } else {
                 if (pad)
                     return -1; /* "QQ=A" */
-                v[k] = b64_value(s[i + k]);
+                v[k] = mpc_b64_value(s[i + k], '/');
                 if (v[k] < 0)
                     return -1;
             }

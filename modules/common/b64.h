@@ -18,6 +18,10 @@
 #define MPC_B64_DECODED_MAX(len) (((len) / 4) * 3)
 
 /* The number of characters (without NUL) the encoding of `len` bytes takes. */
+/* The 6-bit value of a base64 character, or -1. `last` is the 63rd character: '/' in base64 (RFC 4648),
+   ',' in IMAP's modified UTF-7 (RFC 3501 section 5.1.3). */
+int mpc_b64_value(unsigned char c, char last);
+
 size_t mpc_b64_encoded_len(size_t len);
 
 /* Encodes data[0..len) into `out`, which has room for mpc_b64_encoded_len(len) + 1 bytes; NUL-terminates.

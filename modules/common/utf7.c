@@ -1,25 +1,12 @@
 /* IMAP modified UTF-7 (RFC 3501 section 5.1.3): see utf7.h. */
 #include "utf7.h"
+#include "b64.h"
 
 #include <stdint.h>
 #include <string.h>
 
 static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == ',')
-        return 63;
-    return -1;
-}
 
 /* One code point of strict UTF-8 (RFC 3629) at in[*i]; -1 when invalid. */
 static int32_t utf8_next(const unsigned char *in, size_t len, size_t *i)
@@ -179,7 +166,7 @@ int mpc_mutf7_to_utf8(const char *in, size_t len, apr_pool_t *pool, char **out_r
             c = u[i++];
             if (c == '-')
                 break;
-            int v = b64_value(c);
+            int v = mpc_b64_value(c, ',');
             if (v < 0)
                 return -1;
             bits = (bits << 6) | (uint32_t)v;
