@@ -1,6 +1,7 @@
 """Apache httpd (Debian's apache2, event MPM) with mod_mailproto, in a ServerRoot of its own, for the tests
 that run mailproto's handlers inside httpd. Its children run as www-data: the ServerRoot, certificate,
 users file and mail store are made readable (the store writable) by that user."""
+import atexit
 import os
 import pwd
 import shutil
@@ -16,6 +17,36 @@ APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 HTTPD_MODULES = Path("/usr/lib/apache2/modules")
 MOD_MAILPROTO = BUILD / "modules" / "mod_mailproto.so"
 RUN_USER = "www-data"
+_staged = []
+
+
+def reachable_by_run_user(path):
+    """Can httpd's children (RUN_USER) read `path`? Every folder on the way must let them through."""
+    pw = pwd.getpwnam(RUN_USER)
+    p = Path(path).resolve()
+    for d in [*reversed(p.parents), p]:
+        st = d.stat()
+        bit = 0o100 if st.st_uid == pw.pw_uid else 0o010 if st.st_gid == pw.pw_gid else 0o001
+        if d != p and not st.st_mode & bit:
+            return False
+    return True
+
+
+def modules_dir():
+    """build/modules, or, when httpd's children cannot reach the build (a checkout under a closed folder,
+    as CI's may be), one world-readable copy of it for the whole test run."""
+    src = BUILD / "modules"
+    if reachable_by_run_user(src):
+        return src
+    if not _staged:
+        d = Path(tempfile.mkdtemp(prefix="mp-httpd-modules-", dir="/var/tmp"))
+        os.chmod(d, 0o755)
+        for so in src.glob("*.so"):
+            shutil.copy2(so, d / so.name)
+            os.chmod(d / so.name, 0o755)
+        _staged.append(d)
+        atexit.register(shutil.rmtree, d, True)
+    return _staged[0]
 
 
 def sanitized_build():
@@ -79,7 +110,7 @@ LoadModule mpm_event_module {HTTPD_MODULES}/mod_mpm_event.so
 LoadModule authz_core_module {HTTPD_MODULES}/mod_authz_core.so
 LoadModule dir_module {HTTPD_MODULES}/mod_dir.so
 LoadModule mime_module {HTTPD_MODULES}/mod_mime.so
-LoadModule mailproto_module {MOD_MAILPROTO}
+LoadModule mailproto_module {modules_dir() / "mod_mailproto.so"}
 TypesConfig /etc/mime.types
 DocumentRoot {self.root}/htdocs
 DirectoryIndex index.html

@@ -129,7 +129,8 @@ def httpd_factory(request, free_port, tls_cert):
         h = Httpd(tls_cert[0], tls_cert[1], free_port)
         request.addfinalizer(h.stop)
         ports = {mode: free_port() for mode in tls}
-        mods = POP3_SO.parent
+        from httpdenv import modules_dir
+        mods = modules_dir()
         lines = [f"MailprotoLoad pop3 {mods}/mod_pop3.so"]
         vhosts = [(ports[mode], ["MailprotoProtocol pop3", f"MailprotoTLS {mode}"]) for mode in tls]
         if smtp:

@@ -167,7 +167,8 @@ def start_smtp_httpd(tls_cert, free_port, request):
     h = Httpd(tls_cert[0], tls_cert[1], free_port)
     request.addfinalizer(h.stop)
     mx, sub, subs, lmtp = free_port(), free_port(), free_port(), free_port()
-    mods = BUILD / "modules"
+    from httpdenv import modules_dir
+    mods = modules_dir()
     h.write([f"MailprotoLoad smtp {mods}/mod_smtp.so", f"MailprotoLoad lmtp {mods}/mod_lmtp.so",
              f"MailprotoLoad maildir {mods}/mod_maildir.so", f"MailprotoLoad passwd {mods}/mod_passwd.so",
              f"MailprotoLocalDomains {DOMAIN}", "MailprotoStore maildir:mail/%d/%n",

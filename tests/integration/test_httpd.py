@@ -4,12 +4,12 @@ import urllib.request
 
 import pytest
 
-from conftest import ECHO_SO, LineClient, Listener, port_accepts, wait_for
-from httpdenv import Httpd
+from conftest import LineClient, Listener, port_accepts, wait_for
+from httpdenv import Httpd, modules_dir
 
 def echo_httpd(h):
     h.echo_port, h.tls_port = h.ports_for_echo
-    h.write([f"MailprotoLoad echo {ECHO_SO}"],
+    h.write([f"MailprotoLoad echo {modules_dir() / 'mod_echo.so'}"],
             [(h.echo_port, ["MailprotoProtocol echo", "MailprotoTLS starttls"]),
              (h.tls_port, ["MailprotoProtocol echo", "MailprotoTLS implicit"])], extra=h.extra)
     return h
@@ -73,10 +73,11 @@ def test_one_handler_file_for_mailprotod_and_httpd(httpd, make_server, free_port
     echo_httpd(httpd)
     httpd.start()
     port = free_port()
-    srv = make_server([Listener(port)]).start()
-    # Both load build/modules/mod_echo.so itself: mailprotod's status and httpd's log name the same file.
-    assert srv.modules()[1]["file"] == str(ECHO_SO)
-    assert f"loaded from {ECHO_SO}" in httpd.log()
+    echo_so = modules_dir() / "mod_echo.so"
+    srv = make_server([Listener(port)], ModuleDir=str(echo_so.parent)).start()
+    # Both load the same mod_echo.so file: mailprotod's status and httpd's log name it.
+    assert srv.modules()[1]["file"] == str(echo_so)
+    assert f"loaded from {echo_so}" in httpd.log()
     with LineClient.connect(port) as a, LineClient.connect(httpd.echo_port) as b:
         assert a.cmd("same") == b.cmd("same") == "+OK echo: same"
 
