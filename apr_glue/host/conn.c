@@ -41,6 +41,7 @@ struct mp_timer {
 };
 
 typedef struct mph_job {
+    mph_task task;              /* first: the workers hand it back as a task */
     mph_conn *conn;
     mp_work_fn work;
     mp_done_fn done;
@@ -253,12 +254,11 @@ void mph_conn_timer_fire(mph_conn *c, mp_timer *t)
 
 /* ---------------------------------------------------------------- blocking work */
 
-static void *APR_THREAD_FUNC job_run(apr_thread_t *thread, void *data)
+static void job_run(mph_task *task)
 {
-    mph_job *job = data;
+    mph_job *job = (mph_job *)task;
     job->work(job->arg);
     mph_loop_post_job_done(job->conn->loop, job->conn, job);
-    return NULL;
 }
 
 static int h_run_blocking(mp_session *s, mp_work_fn work, mp_done_fn done, void *arg)
@@ -273,8 +273,8 @@ static int h_run_blocking(mp_session *s, mp_work_fn work, mp_done_fn done, void 
     job->work = work;
     job->done = done;
     job->arg = arg;
-    if (apr_thread_pool_push(c->loop->server->workers, job_run, job, APR_THREAD_TASK_PRIORITY_NORMAL, NULL)
-        != APR_SUCCESS) {
+    job->task.run = job_run;
+    if (mph_workers_push(c->loop->server->workers, &job->task) != APR_SUCCESS) {
         free(job);
         return MP_ERR;
     }

@@ -29,10 +29,8 @@ const char *mp_embed_create(apr_pool_t *pool, const char *name, const char *base
     if (!err && (err = mph_runtime_activate(e->srv, rt)) != NULL)
         mph_runtime_discard(e->srv, rt);
     apr_size_t workers = !err && rt->conf->workers > 0 ? (apr_size_t)rt->conf->workers : 4;
-    if (!err && apr_thread_pool_create(&e->srv->workers, workers, workers, p) != APR_SUCCESS)
+    if (!err && mph_workers_start(&e->srv->workers, (unsigned)workers, p) != APR_SUCCESS)
         err = "cannot start the worker threads";
-    if (!err)
-        apr_thread_pool_idle_max_set(e->srv->workers, workers);
     if (err) {
         err = apr_pstrdup(pool, err);
         apr_pool_destroy(p);
@@ -108,7 +106,7 @@ void mp_embed_destroy(mp_embed *e)
     while (apr_atomic_read32(&e->serving) > 0 && apr_time_now() < until)
         apr_sleep(apr_time_from_msec(10));
     if (srv->workers)
-        apr_thread_pool_destroy(srv->workers);
+        mph_workers_stop(srv->workers);
     apr_thread_mutex_lock(srv->mutex);
     mph_runtime *rt = srv->current;
     srv->current = NULL;

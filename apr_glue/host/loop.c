@@ -25,16 +25,21 @@ struct mph_msg {
     void *job;
 };
 
+/* Only the message that finds the queue empty wakes the loop (a write to its wakeup pipe): the loop takes
+   the whole queue after every wait, so a message behind it is taken by that same wakeup. Under load this
+   saves a pipe write and read per job done. */
 static void loop_post(mph_loop *loop, mph_msg *m)
 {
     apr_thread_mutex_lock(loop->mutex);
+    int was_empty = loop->msgs == NULL;
     if (loop->msgs_tail)
         loop->msgs_tail->next = m;
     else
         loop->msgs = m;
     loop->msgs_tail = m;
     apr_thread_mutex_unlock(loop->mutex);
-    apr_pollset_wakeup(loop->pollset);
+    if (was_empty)
+        apr_pollset_wakeup(loop->pollset);
 }
 
 static mph_msg *msg_new(int type)

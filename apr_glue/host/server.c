@@ -260,8 +260,7 @@ int mph_server_run(mph_server *srv)
     unsigned threads = rt->conf->threads > 0 ? (unsigned)rt->conf->threads : default_threads();
     unsigned workers = rt->conf->workers > 0 ? (unsigned)rt->conf->workers : 4;
     /* All workers from the start and kept while idle: no thread is created per job. */
-    if ((rv = apr_thread_pool_create(&srv->workers, workers, workers, srv->pool)) == APR_SUCCESS)
-        apr_thread_pool_idle_max_set(srv->workers, workers);
+    rv = mph_workers_start(&srv->workers, workers, srv->pool);
     if (rv != APR_SUCCESS ||
         (rv = mph_loops_start(srv, threads)) != APR_SUCCESS) {
         fprintf(stderr, "mailprotod: cannot start threads\n");
@@ -305,7 +304,7 @@ int mph_server_run(mph_server *srv)
     if ((open = mph_loops_sessions(srv)) > 0)
         mph_log(NULL, MP_LOG_WARN, 10409, "stop: cutting off %u sessions after ShutdownTimeout", open);
     mph_loops_join(srv);
-    apr_thread_pool_destroy(srv->workers);
+    mph_workers_stop(srv->workers);
     apr_thread_mutex_lock(srv->mutex);
     rt = srv->current;
     srv->current = NULL;

@@ -15,13 +15,13 @@
 #include <apr_ring.h>
 #include <apr_skiplist.h>
 #include <apr_thread_mutex.h>
-#include <apr_thread_pool.h>
 #include <apr_thread_proc.h>
 #include <openssl/ssl.h>
 
 #include <mailproto/host.h>
 #include "config.h"
 #include "loader.h"
+#include "workers.h"
 
 typedef struct mph_server mph_server;
 typedef struct mph_loop mph_loop;
@@ -156,7 +156,7 @@ struct mph_server {
     unsigned runtime_number;
     mph_loop *loops;
     unsigned nloops, next_loop;
-    apr_thread_pool_t *workers;
+    mph_workers *workers;
     apr_pollset_t *pollset;          /* the main thread's: listeners and the control socket */
     int control_fd;
     const char *control_path;
