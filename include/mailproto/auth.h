@@ -30,7 +30,8 @@ enum {
     MP_AUTH_FAIL = -1,      /* wrong password or no such user (the caller cannot tell which) */
     MP_AUTH_NOUSER = -2,    /* lookup(): no such user */
     MP_AUTH_TEMPFAIL = -3,  /* the database cannot be read now; the provider logged why */
-    MP_AUTH_NOSECRET = -4   /* secret(): the stored hash cannot give this kind of secret */
+    MP_AUTH_NOSECRET = -4,  /* secret(): the stored hash cannot give this kind of secret */
+    MP_AUTH_AGAIN = -5      /* lookup_nowait(): the answer needs I/O; ask lookup() from a job */
 };
 
 typedef struct mp_auth mp_auth;
@@ -74,7 +75,12 @@ typedef struct mp_auth_iface {
     /* Thread-safe, cheap. */
     apr_interval_time_t (*failed)(mp_auth *a, const char *client_addr);
     void (*succeeded)(mp_auth *a, const char *client_addr);
-    void *reserved[8];
+    /* Optional (NULL in providers built before it; interface minor addition in a reserved slot): lookup()
+       answered from memory on the caller's thread, never blocking, or MP_AUTH_AGAIN when that would need
+       I/O (a file to re-check, a database to ask); the caller then runs lookup() in a job. It spares SMTP
+       RCPT a thread hand-off when the answer is at hand. */
+    int (*lookup_nowait)(mp_auth *a, const char *user, apr_pool_t *pool, mp_auth_user *info_r);
+    void *reserved[7];
 } mp_auth_iface;
 
 #ifdef __cplusplus

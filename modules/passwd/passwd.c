@@ -271,6 +271,25 @@ static int pw_lookup(mp_auth *a, const char *user, apr_pool_t *pool, mp_auth_use
     return e ? MP_AUTH_OK : MP_AUTH_NOUSER;
 }
 
+/* lookup() without a stat() or a re-read: the table in memory while its once-a-second check is not due. */
+static int pw_lookup_nowait(mp_auth *a, const char *user, apr_pool_t *pool, mp_auth_user *info_r)
+{
+    pthread_mutex_lock(&a->lock);
+    apr_time_t now = pw_now();
+    pw_db *db = a->db;
+    if (!db || a->reloading || now - a->checked >= PW_CHECK_INTERVAL || now < a->checked) {
+        pthread_mutex_unlock(&a->lock);
+        return MP_AUTH_AGAIN;
+    }
+    db->refs++;
+    pthread_mutex_unlock(&a->lock);
+    const pw_entry *e = pw_db_find(db, user);
+    if (e)
+        fill_info(e, pool, info_r);
+    db_release(a, db);
+    return e ? MP_AUTH_OK : MP_AUTH_NOUSER;
+}
+
 /* SCRAM secret of a {PLAIN} entry: the salt is a keyed hash of the user, so it is stable per instance. */
 static int derive_scram(mp_auth *a, const char *user, const char *password, mp_scram_secret *out)
 {
@@ -355,6 +374,7 @@ static const mp_auth_iface passwd_iface = {
     .has_secrets = pw_has_secrets,
     .failed = pw_failed,
     .succeeded = pw_succeeded,
+    .lookup_nowait = pw_lookup_nowait,
 };
 
 static const mp_provider passwd_provider = {

@@ -522,6 +522,38 @@ static void test_reload(void)
     CU_ASSERT_EQUAL(verify(a, "alice@example.test", "four"), MP_AUTH_OK);
 }
 
+/* lookup_nowait answers from the table in memory, and says MP_AUTH_AGAIN whenever lookup() would stat()
+   or re-read the file: it never does I/O itself, so it never sees a change lookup() has not read yet. */
+static void test_lookup_nowait(void)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(iface->lookup_nowait);
+    write_file("nowait", "alice@example.test:{PLAIN}one\n");
+    mp_auth *a = instance("nowait");
+    mp_auth_user info;
+    memset(&info, 0, sizeof info);
+    CU_ASSERT_EQUAL(iface->lookup_nowait(a, "alice@EXAMPLE.test", pool, &info), MP_AUTH_OK);
+    CU_ASSERT_STRING_EQUAL(info.user ? info.user : "", "alice@example.test");
+    CU_ASSERT_EQUAL(iface->lookup_nowait(a, "bob@example.test", pool, NULL), MP_AUTH_NOUSER);
+
+    write_file("nowait", "alice@example.test:{PLAIN}one\nbob@example.test:{PLAIN}b\n");
+    advance(apr_time_from_msec(1100));
+    /* the once-a-second check is due: not done here */
+    unsigned reads = log_count("re-read");
+    CU_ASSERT_EQUAL(iface->lookup_nowait(a, "bob@example.test", pool, NULL), MP_AUTH_AGAIN);
+    CU_ASSERT_EQUAL(iface->lookup_nowait(a, "alice@example.test", pool, NULL), MP_AUTH_AGAIN);
+    CU_ASSERT_EQUAL(log_count("re-read"), reads);
+    /* lookup() re-reads; then lookup_nowait sees the new table until the next check is due */
+    CU_ASSERT_EQUAL(iface->lookup(a, "bob@example.test", pool, NULL), MP_AUTH_OK);
+    CU_ASSERT_EQUAL(log_count("re-read"), reads + 1);
+    CU_ASSERT_EQUAL(iface->lookup_nowait(a, "bob@example.test", pool, NULL), MP_AUTH_OK);
+
+    /* a file that cannot be read: AGAIN (lookup() reports the temporary failure), never OK */
+    CU_ASSERT_EQUAL(unlink(path_of("nowait")), 0);
+    advance(apr_time_from_sec(2));
+    CU_ASSERT_EQUAL(iface->lookup(a, "bob@example.test", pool, NULL), MP_AUTH_TEMPFAIL);
+    CU_ASSERT_EQUAL(iface->lookup_nowait(a, "bob@example.test", pool, NULL), MP_AUTH_AGAIN);
+}
+
 /* Readers keep working while another thread re-reads the file. */
 typedef struct reader_arg {
     mp_auth *a;
@@ -933,6 +965,7 @@ int main(void)
     CU_add_test(s, "malformed lines reported with FILE:LINE", test_malformed_lines);
     CU_add_test(s, "BLF-CRYPT and ARGON2 availability", test_optional_schemes);
     CU_add_test(s, "re-read after a change", test_reload);
+    CU_add_test(s, "lookup_nowait never does I/O", test_lookup_nowait);
     CU_add_test(s, "re-read under concurrent readers (in place)", test_reload_concurrent);
     CU_add_test(s, "re-read under concurrent readers (rename)", test_reload_concurrent_rename);
     CU_add_test(s, "failure delays grow and reset", test_failure_delays);
