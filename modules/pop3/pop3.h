@@ -5,10 +5,11 @@
  *   pop3_session.c  the RFC 1939 state machine: dispatch, TRANSACTION commands, UPDATE, goodbye
  *   pop3_auth.c     the AUTHORIZATION state: CAPA, STLS, USER/PASS, APOP, AUTH, the login job
  *   pop3_retr.c     multi-line responses produced as the client reads them: RETR, TOP, LIST, UIDL
+ *   pop3_utf8.c     RFC 6856: the UTF8 and LANG commands, UTF-8 checks of user names and passwords
  *   mod_pop3.c      the module descriptor and the store/auth provider instances
  *
  * Log message ids: 40000-40999 (40001-40099 session, 40100-40199 authorization, 40200-40299 retrieval,
- * 40300-40399 update, 40900-40999 module).
+ * 40300-40399 update, 40400-40499 UTF-8 and languages, 40900-40999 module).
  */
 #ifndef POP3_H
 #define POP3_H
@@ -65,6 +66,7 @@ typedef struct pop3_session {
     unsigned in_sasl : 1;         /* an AUTH exchange waits for the client's next line */
     unsigned providers_done : 1;  /* prov was resolved (once per session) */
     unsigned apop : 1;            /* APOP offered: the greeting carried apop_banner */
+    unsigned utf8 : 1;            /* RFC 6856 section 2.1: the client issued UTF8 (UTF-8 mode) */
     pop3_providers prov;
     char *apop_banner;            /* "<pid.id.time.rand@host>" (RFC 1939 section 7), in the session pool */
 
@@ -121,9 +123,18 @@ void pop3_auth_reset(mp_session *s);
 /* The greeting's APOP banner, when APOP is offered. */
 void pop3_auth_greeting(mp_session *s);
 
+/* ---- pop3_utf8.c (RFC 6856) ---- */
+/* UTF8 (AUTHORIZATION only) and LANG (AUTHORIZATION and TRANSACTION). */
+void pop3_cmd_utf8(mp_session *s, const pop3_command *c);
+void pop3_cmd_lang(mp_session *s, const pop3_command *c);
+/* 1 when p[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above
+   U+10FFFF). */
+int pop3_utf8_valid(const char *p, size_t len);
+
 /* ---- pop3_retr.c ---- */
 /* RETR (lines == UINT64_MAX) or TOP of message index `i` (0-based): writes "+OK" and starts streaming,
-   or writes an -ERR. */
+   or writes an -ERR; "-ERR [UTF8]" for a message with non-ASCII header fields when the session is not in
+   UTF-8 mode (RFC 6856 sections 2.1 and 5). */
 void pop3_out_message(mp_session *s, uint32_t i, uint64_t lines);
 /* LIST / UIDL without argument. */
 void pop3_out_listing(mp_session *s, int uidl);

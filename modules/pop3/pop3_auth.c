@@ -1,7 +1,8 @@
 /*
  * The AUTHORIZATION state (RFC 1939 section 4): CAPA (RFC 2449), STLS (RFC 2595), USER/PASS and APOP
  * (RFC 1939 section 7), AUTH (RFC 5034, mechanisms from modules/common/sasl.h), and the login job that
- * checks the credentials and locks the maildrop.
+ * checks the credentials and locks the maildrop. UTF8 and LANG (RFC 6856) are in pop3_utf8.c; what UTF-8
+ * mode changes here (UTF-8 checks of credentials, no STLS after UTF8) is marked where it happens.
  *
  * Where passwords may be sent (the project's rule; Dovecot's disable_plaintext_auth=yes):
  *  - on a `TLS off` listener, everything is allowed in plaintext (the administrator chose no TLS);
@@ -120,9 +121,14 @@ void pop3_cmd_capa(mp_session *s)
             h->printf(s, "USER\r\n"); /* RFC 2449 section 6.2 */
         if (*mechanisms(s, buf))
             h->printf(s, "SASL %s\r\n", buf); /* RFC 5034 section 3 */
-        if (stls_offered(s))
-            h->printf(s, "STLS\r\n"); /* RFC 2595 section 4 */
+        if (stls_offered(s) && !ps->utf8)
+            h->printf(s, "STLS\r\n"); /* RFC 2595 section 4; not after UTF8 (RFC 6856 section 2.1) */
     }
+    /* RFC 6856 sections 2 and 3: UTF8 and LANG are announced in both states, the same in both ("possible
+       differences: no"). The USER argument (section 2.2) says that USER, PASS and APOP take UTF-8 names and
+       passwords: given whenever one of them can be used on this connection. */
+    int credentials = plaintext_ok(s) || (ps->apop && login_ok(s));
+    h->printf(s, "UTF8%s\r\nLANG\r\n", credentials ? " USER" : "");
     h->printf(s, "IMPLEMENTATION %s\r\n.\r\n", POP3_IMPLEMENTATION);
 }
 
@@ -132,6 +138,13 @@ void pop3_cmd_stls(mp_session *s)
     /* RFC 2595 section 4: only in AUTHORIZATION, and not twice */
     if (s->tls_active) {
         pop3_err(s, "TLS already active");
+        return;
+    }
+    if (ps->utf8) {
+        /* RFC 6856 section 2.1: clients MUST NOT issue STLS after UTF8; servers MAY refuse it with an -ERR
+           (a protocol error: no response code) */
+        pop3_err(s, "STLS is not allowed after UTF8");
+        s->host->error(s);
         return;
     }
     if (s->host->start_tls(s) != MP_OK) {
@@ -454,6 +467,13 @@ void pop3_cmd_user(mp_session *s, const pop3_command *c)
         s->host->error(s);
         return;
     }
+    if (ps->utf8 && !pop3_utf8_valid(c->args[0].p, c->args[0].len)) {
+        /* RFC 6856 section 2.2: a user name that is not well-formed UTF-8 MUST be rejected */
+        ps->user = NULL;
+        pop3_err(s, "Invalid UTF-8 in user name");
+        s->host->error(s);
+        return;
+    }
     if (!ps->user_buf)
         ps->user_buf = apr_palloc(s->pool, POP3_MAX_COMMAND_LINE + 1);
     memcpy(ps->user_buf, c->args[0].p, c->args[0].len);
@@ -483,6 +503,13 @@ void pop3_cmd_pass(mp_session *s, const pop3_command *c)
     }
     const char *user = ps->user;
     ps->user = NULL;
+    if (ps->utf8 && !pop3_utf8_valid(c->rest.p, c->rest.len)) {
+        /* RFC 6856 section 2.2: a password that is not well-formed UTF-8 MUST be rejected. Nothing about the
+           account is known yet, so there is nothing to delay. */
+        pop3_err(s, "Invalid UTF-8 in password");
+        s->host->error(s);
+        return;
+    }
     if (!new_auth_pool(s))
         return;
     login_start(s, LOGIN_VERIFY, "USER", user, strlen(user), c->rest.p, c->rest.len, NULL);
@@ -503,6 +530,11 @@ void pop3_cmd_apop(mp_session *s, const pop3_command *c)
     }
     if (c->nargs != 2 || c->too_many_args) {
         pop3_err(s, "Syntax: APOP name digest");
+        s->host->error(s);
+        return;
+    }
+    if (ps->utf8 && !pop3_utf8_valid(c->args[0].p, c->args[0].len)) {
+        pop3_err(s, "Invalid UTF-8 in user name"); /* RFC 6856 section 2.2 */
         s->host->error(s);
         return;
     }

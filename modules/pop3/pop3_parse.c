@@ -14,6 +14,8 @@ static const struct {
     {"DELE", POP3_CMD_DELE}, {"RSET", POP3_CMD_RSET}, {"TOP", POP3_CMD_TOP},   {"UIDL", POP3_CMD_UIDL},
     /* RFC 2449 section 5, RFC 2595 section 4, RFC 5034 section 4 */
     {"CAPA", POP3_CMD_CAPA}, {"STLS", POP3_CMD_STLS}, {"AUTH", POP3_CMD_AUTH},
+    /* RFC 6856 sections 2.1 and 3 */
+    {"UTF8", POP3_CMD_UTF8}, {"LANG", POP3_CMD_LANG},
 };
 
 pop3_parse_status pop3_parse_command(const char *line, size_t len, pop3_command *cmd)

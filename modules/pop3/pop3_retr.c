@@ -14,6 +14,26 @@
  * stream_read() reads one chunk, normally from the page cache, comparable to a socket write. Moving them
  * to a job per chunk would cost a thread hand-off per 64 KiB for the common case; the folder open, the
  * lock and the expunge, which may scan or fsync, do go through run_blocking().
+ *
+ * Non-ASCII header fields and clients not in UTF-8 mode (RFC 6856). Outside UTF-8 mode "character strings
+ * outside the ASCII repertoire MUST NOT be sent to the client as is": a message that needs the mode gets a
+ * surrogate or an -ERR (section 2.1), and section 5 defines the response code, "-ERR [UTF8]", "a failure
+ * ... due to a request for message content that contains a UTF-8 string when the client is not in UTF-8
+ * mode". We take the -ERR (sections 2.1 and 4 allow it: "a server MAY choose to reject the command to
+ * retrieve the message"). A surrogate (a downgraded message, RFC 6855 section 7, RFC 6857) has another
+ * size, and LIST's size SHOULD match what RETR sends (section 2.1): knowing it would take a pass over every
+ * message at login. The refusal tells the client exactly why, the client MAY retry in a session that
+ * issued UTF8 (section 5), and DELE still works, so the maildrop never jams.
+ *
+ * The check costs no read: RETR and TOP read the message's first chunk anyway, so for a session not in
+ * UTF-8 mode that read happens before the status line, the header section found in it (memmem for the
+ * empty line) is tested for 8-bit bytes (8 bytes at a time), and the chunk is then sent from the buffer
+ * instead of being read again. Sessions in UTF-8 mode skip all of it. What is checked is the message's
+ * own header section, what RFC 6532 internationalizes and what a client shows; bodies (8bit
+ * content-transfer-encoding, RFC 6152) have always been sent over POP3 as they are. A header section
+ * longer than the first chunk (64 KiB, only ever seen in crafted mail) is checked in that chunk; 8-bit
+ * bytes of the header past it are replaced by "?" as they stream (same size, so LIST stays exact), which
+ * makes the message a surrogate instead of sending it as is.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -40,6 +60,11 @@ struct pop3_output {
     uint64_t line_len;         /* bytes of the current line so far, its LF included */
     uint64_t left;             /* bytes of the stream not read yet, by the message's size */
     uint64_t sent;
+    size_t buffered;           /* bytes in buf read ahead (before the status line), not sent yet */
+    int stream_end;            /* the read ahead reached the end of the stream */
+    int hdr_open;              /* the header section goes on past the read ahead: sanitize it (see above) */
+    int hdr_state;             /* hdr_open: 0 inside a line, 1 after LF, 2 after LF CR */
+    uint64_t hdr_replaced;     /* 8-bit header bytes replaced by "?" */
 };
 
 const char *pop3_uid_of(const mp_msg *m, char buf[72])
@@ -131,6 +156,105 @@ static int emit(mp_session *s, pop3_output *o, const char *data, size_t n)
     return 0;
 }
 
+/* ---------------------------------------------------------------- non-ASCII header fields (RFC 6856) */
+
+/* The length of the header section at the start of p[0..n): up to and including the line end of its last
+   field, so that the empty line follows. -1 when p holds no empty line. The store gives CRLF streams
+   (store.h); a bare LF ends a line too. The search starts at `from` (bytes before it were searched). */
+static long header_length(const char *p, size_t n, size_t from)
+{
+    if (n >= 1 && (p[0] == '\n' || (p[0] == '\r' && n >= 2 && p[1] == '\n')))
+        return 0; /* an empty header section */
+    from = from > 2 ? from - 2 : 0; /* an empty line may straddle two reads */
+    const char *e = memmem(p + from, n - from, "\n\r\n", 3);
+    if (!e)
+        e = memmem(p + from, n - from, "\n\n", 2);
+    return e ? (long)(e - p) + 1 : -1;
+}
+
+/* 1 when p[0..n) has a byte >= 0x80. Eight bytes at a time: a few hundred nanoseconds for a typical header. */
+static int has_8bit(const char *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    unsigned char tail = 0;
+    for (; i < n; i++)
+        tail |= (unsigned char)p[i];
+    return (acc & 0x8080808080808080ull) != 0 || (tail & 0x80) != 0;
+}
+
+/* A header section longer than the read ahead, in a session not in UTF-8 mode: its 8-bit bytes become "?"
+   up to the empty line (see the top of this file). Byte by byte, but only ever for such rare messages. */
+static void header_sanitize(mp_session *s, pop3_output *o, char *p, size_t n)
+{
+    pop3_session *ps = s->state;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\n') {
+            if (o->hdr_state) { /* an empty line: the body starts */
+                o->hdr_open = 0;
+                break;
+            }
+            o->hdr_state = 1;
+        } else if (c == '\r') {
+            o->hdr_state = o->hdr_state == 1 ? 2 : 0;
+        } else {
+            o->hdr_state = 0;
+            if (c >= 0x80) {
+                p[i] = '?';
+                o->hdr_replaced++;
+            }
+        }
+    }
+    if (o->hdr_replaced && (!o->hdr_open || o->left == 0)) {
+        s->host->log(s, MP_LOG_NOTICE, 40206, "message %" PRIu32 " (uid %" PRIu32 ") of user=%s: %" PRIu64
+                     " 8-bit bytes of a header section over %u bytes replaced for a client not in UTF-8 mode",
+                     o->index + 1, ps->msgs[o->index].uid, ps->login, o->hdr_replaced, (unsigned)POP3_CHUNK);
+        o->hdr_replaced = 0;
+    }
+}
+
+/* For a session not in UTF-8 mode, before the status line: reads the message's first chunk (the read RETR
+   makes anyway) until it holds the end of the header section, and decides. Returns 0 to go on (the chunk
+   waits in o->buf), 1 when the message has non-ASCII header fields, -1 on a read error. */
+static int read_ahead(mp_session *s, pop3_output *o)
+{
+    pop3_session *ps = s->state;
+    size_t want = o->left < POP3_CHUNK ? (size_t)o->left : POP3_CHUNK;
+    size_t filled = 0;
+    long hlen = -1;
+    while (filled < want) {
+        long n = ps->prov.store_if->stream_read(o->stream, o->buf + filled, want - filled);
+        if (n < 0)
+            return -1;
+        if (n == 0) {
+            o->stream_end = 1;
+            break;
+        }
+        size_t from = filled;
+        filled += (size_t)n;
+        hlen = header_length(o->buf, filled, from);
+        if (hlen >= 0)
+            break;
+    }
+    o->buffered = filled;
+    o->left -= filled;
+    if (has_8bit(o->buf, hlen >= 0 ? (size_t)hlen : filled))
+        return 1;
+    if (hlen < 0 && o->left > 0 && !o->stream_end) {
+        /* the header section goes on past the chunk: from here on it is sanitized as it streams */
+        o->hdr_open = 1;
+        const char *e = o->buf + filled;
+        o->hdr_state = e[-1] == '\n' ? 1 : (e[-1] == '\r' && filled >= 2 && e[-2] == '\n') ? 2 : 0;
+    }
+    return 0;
+}
+
 /* Produces message text until the queue is full. Returns 1 when the response is complete, 0 when more is
    to come, -1 when the store failed mid-response (the session is closed).
    mp_msg.size is the exact size of the CRLF stream (store.h), so reading stops there: no read is spent on
@@ -142,15 +266,25 @@ static int produce_message(mp_session *s, pop3_output *o)
     pop3_session *ps = s->state;
     const mp_host *h = s->host;
     while (h->pending_output(s) < POP3_OUT_HIGH) {
-        size_t want = o->left < POP3_CHUNK ? (size_t)o->left : POP3_CHUNK;
-        long n = want ? ps->prov.store_if->stream_read(o->stream, o->buf, want) : 0;
-        if (n < 0) {
-            h->log(s, MP_LOG_ERROR, 40201, "read error in message %" PRIu32 " (uid %" PRIu32 ") of user=%s after %"
-                   PRIu64 " bytes; closing", o->index + 1, ps->msgs[o->index].uid, ps->login, o->sent);
-            return -1;
+        long n;
+        if (o->buffered) {
+            n = (long)o->buffered; /* the read ahead; o->left already counts it */
+            o->buffered = 0;
+        } else if (o->stream_end) {
+            n = 0;
+        } else {
+            size_t want = o->left < POP3_CHUNK ? (size_t)o->left : POP3_CHUNK;
+            n = want ? ps->prov.store_if->stream_read(o->stream, o->buf, want) : 0;
+            if (n < 0) {
+                h->log(s, MP_LOG_ERROR, 40201, "read error in message %" PRIu32 " (uid %" PRIu32 ") of user=%s after %"
+                       PRIu64 " bytes; closing", o->index + 1, ps->msgs[o->index].uid, ps->login, o->sent);
+                return -1;
+            }
+            if (n > 0)
+                o->left -= (uint64_t)n < o->left ? (uint64_t)n : o->left;
         }
-        if (n > 0)
-            o->left -= (uint64_t)n < o->left ? (uint64_t)n : o->left;
+        if (n > 0 && o->hdr_open)
+            header_sanitize(s, o, o->buf, (size_t)n);
         if (n == 0 || emit(s, o, o->buf, (size_t)n) || o->left == 0) {
             if (!o->at_line_start)
                 put(s, o, "\r\n", 2);
@@ -259,6 +393,24 @@ void pop3_out_message(mp_session *s, uint32_t i, uint64_t lines)
     o->top = lines != UINT64_MAX;
     o->lines_left = lines;
     o->left = m->size;
+    if (!ps->utf8) {
+        int r = read_ahead(s, o);
+        if (r != 0) {
+            ps->prov.store_if->stream_close(o->stream);
+            apr_pool_destroy(o->pool);
+            if (r > 0) {
+                /* RFC 6856 sections 2.1, 4 and 5 */
+                s->host->log(s, MP_LOG_NOTICE, 40204, "message %" PRIu32 " (uid %" PRIu32 ") of user=%s has non-ASCII "
+                             "header fields: refused to a client not in UTF-8 mode", i + 1, m->uid, ps->login);
+                pop3_err(s, "[UTF8] Message %" PRIu32 " has non-ASCII header fields: UTF8 needed", i + 1);
+            } else {
+                s->host->log(s, MP_LOG_ERROR, 40205, "read error in message %" PRIu32 " (uid %" PRIu32 ") of user=%s",
+                             i + 1, m->uid, ps->login);
+                pop3_err(s, "[SYS/TEMP] Cannot read message %" PRIu32, i + 1);
+            }
+            return;
+        }
+    }
     ps->out = o;
     ps->nretr++;
     if (o->top)

@@ -3,7 +3,8 @@
  * the UPDATE state, and the host's goodbye and close.
  *
  *   AUTHORIZATION  CAPA STLS USER PASS APOP AUTH QUIT          (pop3_auth.c)
- *   TRANSACTION    STAT LIST RETR DELE NOOP RSET TOP UIDL CAPA QUIT
+ *                  UTF8 LANG                                   (pop3_utf8.c, RFC 6856)
+ *   TRANSACTION    STAT LIST RETR DELE NOOP RSET TOP UIDL CAPA QUIT LANG
  *   UPDATE         after QUIT in TRANSACTION: the marked messages are expunged in a job, then +OK
  *
  * Message numbers are fixed for the session (RFC 1939 section 5): they index the snapshot taken when the
@@ -317,6 +318,12 @@ static void dispatch_authorization(mp_session *s, const pop3_command *c)
     case POP3_CMD_AUTH:
         pop3_cmd_auth(s, c);
         return;
+    case POP3_CMD_UTF8:
+        pop3_cmd_utf8(s, c);
+        return;
+    case POP3_CMD_LANG:
+        pop3_cmd_lang(s, c);
+        return;
     case POP3_CMD_QUIT:
         if (nargs_ok(s, c, 0, 0))
             cmd_quit(s, c);
@@ -362,6 +369,13 @@ static void dispatch_transaction(mp_session *s, const pop3_command *c)
     case POP3_CMD_CAPA:
         if (nargs_ok(s, c, 0, 0))
             pop3_cmd_capa(s);
+        return;
+    case POP3_CMD_LANG:
+        pop3_cmd_lang(s, c); /* RFC 6856 section 3.1: valid in AUTHORIZATION and TRANSACTION */
+        return;
+    case POP3_CMD_UTF8:
+        /* RFC 6856 section 2: "Commands valid in states: AUTHORIZATION" */
+        pop3_err(s, "UTF8 is only valid before login");
         return;
     case POP3_CMD_QUIT:
         if (nargs_ok(s, c, 0, 0))
@@ -446,6 +460,7 @@ void pop3_on_tls_ready(mp_session *s)
     pop3_auth_reset(s);
     ps->reader = (pop3_reader){0};
     ps->stop = 0;
+    ps->utf8 = 0; /* never set here: STLS is refused after UTF8 (RFC 6856 section 2.1) */
 }
 
 void pop3_on_writable(mp_session *s)

@@ -93,6 +93,11 @@ int contains(const char *hay, const char *needle)
     return strstr(hay, needle) != NULL;
 }
 
+static int starts(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 /* ---------------------------------------------------------------- descriptor, greeting, CAPA */
 
 static void test_descriptor(void)
@@ -137,24 +142,29 @@ static void test_capa_by_listener(void)
     const char *head = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n";
     char want[512];
 
+    /* RFC 6856: "UTF8 USER" when USER/PASS or APOP can be used, else "UTF8"; LANG always */
     fake_session *fs = start(MP_TLS_OFF);
-    snprintf(want, sizeof want, "%sUSER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\nIMPLEMENTATION mailproto\r\n.\r\n", head);
+    snprintf(want, sizeof want, "%sUSER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\nUTF8 USER\r\nLANG\r\n"
+             "IMPLEMENTATION mailproto\r\n.\r\n", head);
     CU_ASSERT_STRING_EQUAL(cmd(fs, "CAPA\r\n"), want);
     finish(fs);
 
-    /* STLS offered: no plaintext before TLS, SCRAM stays */
+    /* STLS offered: no plaintext before TLS, SCRAM stays; APOP takes UTF-8 names */
     fs = start(MP_TLS_STARTTLS);
-    snprintf(want, sizeof want, "%sSASL SCRAM-SHA-256\r\nSTLS\r\nIMPLEMENTATION mailproto\r\n.\r\n", head);
+    snprintf(want, sizeof want, "%sSASL SCRAM-SHA-256\r\nSTLS\r\nUTF8 USER\r\nLANG\r\nIMPLEMENTATION mailproto\r\n.\r\n",
+             head);
     CU_ASSERT_STRING_EQUAL(cmd(fs, "CAPA\r\n"), want);
     finish(fs);
 
+    /* no way to log in before TLS: UTF8 without USER */
     fs = start(MP_TLS_REQUIRED);
-    snprintf(want, sizeof want, "%sSTLS\r\nIMPLEMENTATION mailproto\r\n.\r\n", head);
+    snprintf(want, sizeof want, "%sSTLS\r\nUTF8\r\nLANG\r\nIMPLEMENTATION mailproto\r\n.\r\n", head);
     CU_ASSERT_STRING_EQUAL(cmd(fs, "capa\r\n"), want);
     finish(fs);
 
     fs = start(MP_TLS_IMPLICIT);
-    snprintf(want, sizeof want, "%sUSER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\nIMPLEMENTATION mailproto\r\n.\r\n", head);
+    snprintf(want, sizeof want, "%sUSER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\nUTF8 USER\r\nLANG\r\n"
+             "IMPLEMENTATION mailproto\r\n.\r\n", head);
     CU_ASSERT_STRING_EQUAL(cmd(fs, "CAPA\r\n"), want);
     finish(fs);
 
@@ -165,10 +175,11 @@ static void test_capa_by_listener(void)
     CU_ASSERT_STRING_EQUAL(cmd(fs, "AUTH SCRAM-SHA-256\r\n"), "-ERR Unsupported authentication mechanism\r\n");
     finish(fs);
 
-    /* in TRANSACTION: no USER, SASL or STLS */
+    /* in TRANSACTION: no USER, SASL or STLS; UTF8 and LANG as before login (RFC 6856: "possible
+       differences: no") */
     pop3fake_cfg.scram_secrets = 1;
     fs = logged_in(MP_TLS_IMPLICIT);
-    snprintf(want, sizeof want, "%sIMPLEMENTATION mailproto\r\n.\r\n", head);
+    snprintf(want, sizeof want, "%sUTF8 USER\r\nLANG\r\nIMPLEMENTATION mailproto\r\n.\r\n", head);
     CU_ASSERT_STRING_EQUAL(cmd(fs, "CAPA\r\n"), want);
     finish(fs);
 }
@@ -869,6 +880,202 @@ static void test_goodbye_texts(void)
     finish(fs);
 }
 
+/* ---------------------------------------------------------------- RFC 6856: UTF8 and LANG */
+
+static void test_utf8_command(void)
+{
+    mailbox();
+    /* AUTHORIZATION: UTF-8 mode on; a second UTF8 is harmless; UTF8 takes no parameters */
+    fake_session *fs = start(MP_TLS_OFF);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UTF8\r\n"), "+OK UTF8 enabled\r\n");
+    CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "[mp40401]"));
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "utf8\r\n"), "+OK UTF8 already enabled\r\n");
+    CU_ASSERT_EQUAL(fake_errors(fs), 0);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UTF8 USER\r\n"), "-ERR Too many arguments\r\n");
+    CU_ASSERT_EQUAL(fake_errors(fs), 1);
+    /* the login and an ASCII message are as ever */
+    CU_ASSERT_TRUE(starts(cmd(fs, "USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in, 3 messages"));
+    char want[256];
+    snprintf(want, sizeof want, "+OK %zu octets\r\n%s.\r\n", strlen(M1), M1);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "RETR 1\r\n"), want);
+    /* TRANSACTION: UTF8 is an AUTHORIZATION command (RFC 6856 section 2) */
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UTF8\r\n"), "-ERR UTF8 is only valid before login\r\n");
+    finish(fs);
+
+    fs = logged_in(MP_TLS_OFF);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UTF8\r\n"), "-ERR UTF8 is only valid before login\r\n");
+    CU_ASSERT_EQUAL(fake_errors(fs), 0);
+    snprintf(want, sizeof want, "+OK %zu octets\r\n%s.\r\n", strlen(M1), M1);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "RETR 1\r\n"), want); /* still not in UTF-8 mode, still working */
+    finish(fs);
+
+    /* pipelined with the login */
+    fs = start(MP_TLS_OFF);
+    CU_ASSERT_TRUE(starts(cmd(fs, "UTF8\r\nUSER alice\r\nPASS secret\r\n"), "+OK UTF8 enabled\r\n+OK\r\n+OK Logged in"));
+    finish(fs);
+}
+
+static void test_utf8_then_stls(void)
+{
+    mailbox();
+    /* RFC 6856 section 2.1: no STLS after UTF8; CAPA stops offering it */
+    fake_session *fs = start(MP_TLS_STARTTLS);
+    CU_ASSERT_TRUE(contains(cmd(fs, "CAPA\r\n"), "\r\nSTLS\r\n"));
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UTF8\r\n"), "+OK UTF8 enabled\r\n");
+    CU_ASSERT_FALSE(contains(cmd(fs, "CAPA\r\n"), "STLS"));
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "STLS\r\n"), "-ERR STLS is not allowed after UTF8\r\n");
+    CU_ASSERT_EQUAL(fake_tls_requested(fs), 0);
+    CU_ASSERT_EQUAL(fake_errors(fs), 1);
+    finish(fs);
+
+    /* the other order is the right one: STLS, then UTF8 */
+    fs = start(MP_TLS_STARTTLS);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "STLS\r\n"), "+OK Begin TLS negotiation\r\n");
+    fake_tls_complete(fs);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UTF8\r\n"), "+OK UTF8 enabled\r\n");
+    CU_ASSERT_EQUAL(strncmp(cmd(fs, "USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in", 18), 0);
+    finish(fs);
+}
+
+static void test_lang(void)
+{
+    mailbox();
+    const char *listing = "+OK Language listing follows\r\nen English\r\n.\r\n";
+    const char *english = "+OK en Responses will be in English\r\n";
+    static const struct {
+        const char *in, *out;
+        int error;
+    } cases[] = {
+        /* RFC 4647 section 3.4 lookup: every English range, and "*", selects "en" */
+        {"LANG en\r\n", "+OK en Responses will be in English\r\n", 0},
+        {"LANG EN\r\n", "+OK en Responses will be in English\r\n", 0},
+        {"lang en-US\r\n", "+OK en Responses will be in English\r\n", 0},
+        {"LANG en-GB-oxendict\r\n", "+OK en Responses will be in English\r\n", 0},
+        {"LANG en-x-pirate\r\n", "+OK en Responses will be in English\r\n", 0},
+        {"LANG *\r\n", "+OK en Responses will be in English\r\n", 0},
+        /* unsupported: -ERR, the language stays (RFC 6856 section 3.2) */
+        {"LANG xx\r\n", "-ERR Language xx is not supported\r\n", 0},
+        {"LANG MUL\r\n", "-ERR Language MUL is not supported\r\n", 0},
+        {"LANG de-DE\r\n", "-ERR Language de-DE is not supported\r\n", 0},
+        {"LANG x-en\r\n", "-ERR Language x-en is not supported\r\n", 0},
+        {"LANG i-default\r\n", "-ERR Language i-default is not supported\r\n", 0},
+        {"LANG eng\r\n", "-ERR Language eng is not supported\r\n", 0},
+        /* not a basic language range (RFC 4647 section 2.1) */
+        {"LANG en_US\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG -en\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG en-\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG en--us\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG 1en\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG englishes\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG en-abcdefghi\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG en-*\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG **\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG \xc3\xa9n\r\n", "-ERR Invalid language range\r\n", 1},
+        {"LANG en fr\r\n", "-ERR Too many arguments\r\n", 1},
+    };
+    for (int logged = 0; logged <= 1; logged++) {
+        /* both states (RFC 6856 section 3.1) */
+        fake_session *fs = logged ? logged_in(MP_TLS_OFF) : start(MP_TLS_OFF);
+        CU_ASSERT_STRING_EQUAL(cmd(fs, "LANG\r\n"), listing);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            unsigned before = fake_errors(fs);
+            if (strcmp(cmd(fs, cases[i].in), cases[i].out) != 0)
+                fprintf(stderr, "\nLANG case %zu: got \"%s\"\n", i, fake_output(fs));
+            CU_ASSERT_STRING_EQUAL(fake_output(fs), cases[i].out);
+            CU_ASSERT_EQUAL(fake_errors(fs) - before, (unsigned)cases[i].error);
+        }
+        /* after a refused LANG, English goes on */
+        CU_ASSERT_STRING_EQUAL(cmd(fs, "LANG xx\r\nLANG\r\nLANG en\r\n"),
+                               "-ERR Language xx is not supported\r\n+OK Language listing follows\r\nen English\r\n.\r\n"
+                               "+OK en Responses will be in English\r\n");
+        CU_ASSERT_STRING_EQUAL(cmd(fs, "LANG *\r\n"), english);
+        if (logged)
+            CU_ASSERT_EQUAL(strncmp(cmd(fs, "STAT\r\n"), "+OK 3 ", 6), 0);
+        finish(fs);
+    }
+}
+
+static void test_utf8_credentials(void)
+{
+    mailbox();
+    char line[256];
+    /* RFC 6856 section 2.2: a UTF-8 user name and password after UTF8 */
+    fake_session *fs = start(MP_TLS_OFF);
+    snprintf(line, sizeof line, "UTF8\r\nUSER %s\r\nPASS %s\r\n", POP3FAKE_UTF8_USER, POP3FAKE_UTF8_PASSWORD);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, line), "+OK UTF8 enabled\r\n+OK\r\n+OK Logged in, 0 messages (0 octets)\r\n");
+    CU_ASSERT_STRING_EQUAL(pop3fake_stats_now.last_user_open, POP3FAKE_UTF8_USER);
+    CU_ASSERT_STRING_EQUAL(pop3fake_stats_now.last_verify_password, POP3FAKE_UTF8_PASSWORD);
+    finish(fs);
+
+    /* ... and before UTF8, which section 2.2 allows once "UTF8 USER" is announced */
+    fs = start(MP_TLS_OFF);
+    snprintf(line, sizeof line, "USER %s\r\nPASS %s\r\n", POP3FAKE_UTF8_USER, POP3FAKE_UTF8_PASSWORD);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, line), "+OK\r\n+OK Logged in, 0 messages (0 octets)\r\n");
+    finish(fs);
+
+    /* in UTF-8 mode, names and passwords that are not UTF-8 are refused before the database sees them */
+    static const char *const bad[] = {
+        "\xff", "p\xe4ss",          /* Latin-1 */
+        "\xc3",                     /* truncated */
+        "a\xc3(b",                  /* a continuation byte missing */
+        "\x80x",                    /* a stray continuation byte */
+        "\xc0\xaf", "\xe0\x80\xaf", /* overlong "/" */
+        "\xed\xa0\x80",             /* a UTF-16 surrogate */
+        "\xf4\x90\x80\x80",         /* above U+10FFFF */
+    };
+    unsigned verified = pop3fake_stats_now.verify_calls;
+    fs = start(MP_TLS_OFF);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UTF8\r\n"), "+OK UTF8 enabled\r\n");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        unsigned errors = fake_errors(fs);
+        snprintf(line, sizeof line, "USER %s\r\n", bad[i]);
+        CU_ASSERT_STRING_EQUAL(cmd(fs, line), "-ERR Invalid UTF-8 in user name\r\n");
+        snprintf(line, sizeof line, "USER alice\r\nPASS %s\r\n", bad[i]);
+        CU_ASSERT_STRING_EQUAL(cmd(fs, line), "+OK\r\n-ERR Invalid UTF-8 in password\r\n");
+        snprintf(line, sizeof line, "APOP %s 0123456789abcdef0123456789abcdef\r\n", bad[i]);
+        CU_ASSERT_STRING_EQUAL(cmd(fs, line), "-ERR Invalid UTF-8 in user name\r\n");
+        CU_ASSERT_EQUAL(fake_errors(fs) - errors, 3);
+    }
+    CU_ASSERT_EQUAL(pop3fake_stats_now.verify_calls, verified);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "PASS secret\r\n"), "-ERR No user name given: USER first\r\n");
+    /* the rejected PASS forgot the USER; a good login still works */
+    CU_ASSERT_EQUAL(strncmp(cmd(fs, "USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in", 18), 0);
+    finish(fs);
+
+    /* not in UTF-8 mode, the bytes go to the database as they are (a legacy client's Latin-1 password) */
+    fs = start(MP_TLS_OFF);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "USER alice\r\nPASS p\xe4ss\r\n"), "+OK\r\n-ERR [AUTH] Authentication failed\r\n");
+    CU_ASSERT_STRING_EQUAL(pop3fake_stats_now.last_verify_password, "p\xe4ss");
+    finish(fs);
+}
+
+static void test_utf8_apop_and_sasl(void)
+{
+    mailbox();
+    /* APOP with a UTF-8 name in UTF-8 mode; the digest is over the stored password's UTF-8 bytes */
+    fake_session *fs = connect_only(MP_TLS_OFF);
+    const char *g = fake_output(fs);
+    const char *lt = strchr(g, '<'), *gt = strchr(g, '>');
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lt);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(gt);
+    char banner[256], digest[33], line[400];
+    snprintf(banner, sizeof banner, "%.*s", (int)(gt - lt + 1), lt);
+    md5_hex(banner, POP3FAKE_UTF8_PASSWORD, digest);
+    snprintf(line, sizeof line, "UTF8\r\nAPOP %s %s\r\n", POP3FAKE_UTF8_USER, digest);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, line), "+OK UTF8 enabled\r\n+OK Logged in, 0 messages (0 octets)\r\n");
+    CU_ASSERT_STRING_EQUAL(pop3fake_stats_now.last_user_open, POP3FAKE_UTF8_USER);
+    finish(fs);
+
+    /* SASL PLAIN carries UTF-8 by itself (RFC 6856 section 2.2 leaves AUTH to RFC 5034): no UTF8 needed */
+    char plain[128], b64[256];
+    int n = snprintf(plain, sizeof plain, "%c%s%c%s", 0, POP3FAKE_UTF8_USER, 0, POP3FAKE_UTF8_PASSWORD);
+    CU_ASSERT_EQUAL(EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)plain, n) > 0, 1);
+    fs = start(MP_TLS_IMPLICIT);
+    snprintf(line, sizeof line, "AUTH PLAIN %s\r\n", b64);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, line), "+OK Logged in, 0 messages (0 octets)\r\n");
+    finish(fs);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -903,6 +1110,11 @@ int main(void)
         {"AUTH errors", test_auth_errors},
         {"AUTH SCRAM-SHA-256", test_auth_scram},
         {"goodbye texts", test_goodbye_texts},
+        {"UTF8 command", test_utf8_command},
+        {"UTF8 then STLS", test_utf8_then_stls},
+        {"LANG", test_lang},
+        {"UTF-8 user names and passwords", test_utf8_credentials},
+        {"UTF-8 with APOP and SASL", test_utf8_apop_and_sasl},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         CU_add_test(su, tests[i].name, tests[i].fn);

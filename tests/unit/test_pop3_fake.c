@@ -325,6 +325,7 @@ static const struct {
     {"alice@example.test", "alice", "secret", NULL},
     {"bob@example.test", NULL, "hunter2", NULL},
     {"net@example.test", NULL, "secret", "10.0.0.0/8"},
+    {POP3FAKE_UTF8_USER, NULL, POP3FAKE_UTF8_PASSWORD, NULL}, /* UTF-8: RFC 6856 section 2.2 */
 };
 
 static int account(const char *user)

@@ -8,7 +8,8 @@
  * MailStore / UserDB / ServerName.
  *
  * Users (password in brackets): alice@example.test [secret] (alias "alice"), bob@example.test [hunter2],
- * net@example.test [secret] (allow_nets=10.0.0.0/8), temp@example.test (the database fails: TEMPFAIL).
+ * net@example.test [secret] (allow_nets=10.0.0.0/8), temp@example.test (the database fails: TEMPFAIL),
+ * and a UTF-8 one: POP3FAKE_UTF8_USER [POP3FAKE_UTF8_PASSWORD].
  */
 #ifndef TEST_POP3_FAKE_H
 #define TEST_POP3_FAKE_H
@@ -20,6 +21,9 @@
 #include <mailproto/store.h>
 
 #include "fake_host.h"
+
+#define POP3FAKE_UTF8_USER "j\xc3\xbcrgen@example.test"  /* "jürgen@example.test" */
+#define POP3FAKE_UTF8_PASSWORD "p\xc3\xa4ssw\xc3\xb6rd"   /* "pässwörd" */
 
 typedef struct pop3fake_stats {
     unsigned user_opens, user_closes;

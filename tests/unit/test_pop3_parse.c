@@ -24,6 +24,8 @@ static void test_keywords(void)
         {"QUIT", POP3_CMD_QUIT},   {"noop", POP3_CMD_NOOP},   {"STAT", POP3_CMD_STAT},
         {"LIST", POP3_CMD_LIST},   {"RETR 1", POP3_CMD_RETR}, {"DELE 1", POP3_CMD_DELE},
         {"RSET", POP3_CMD_RSET},   {"TOP 1 2", POP3_CMD_TOP}, {"UIDL", POP3_CMD_UIDL},
+        {"UTF8", POP3_CMD_UTF8},   {"utf8", POP3_CMD_UTF8},   {"LANG", POP3_CMD_LANG},
+        {"lang en", POP3_CMD_LANG}, {"UTF-8", POP3_CMD_UNKNOWN}, {"LANGUAGE", POP3_CMD_UNKNOWN},
         {"TOPS", POP3_CMD_UNKNOWN}, {"US", POP3_CMD_UNKNOWN}, {"USERX a", POP3_CMD_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

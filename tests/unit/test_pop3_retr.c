@@ -14,6 +14,7 @@
 #include "fake_host.h"
 #include "test_pop3.h"
 #include "test_pop3_fake.h"
+#include "pop3.h"
 
 /* ---------------------------------------------------------------- RETR / TOP streaming */
 
@@ -150,6 +151,7 @@ static void test_read_error_mid_message(void)
     pop3fake_reset();
     char msg[4096];
     memset(msg, 'x', sizeof msg);
+    memcpy(msg, "Subject: x\r\n\r\n", 14); /* the header ends in the first read */
     pop3fake_add(ALICE, NULL, msg, sizeof msg);
     pop3fake_cfg.max_read = 1000;
     pop3fake_cfg.read_fail_after = 2000;
@@ -239,6 +241,227 @@ static void test_size_bounds_reads(void)
     finish(fs);
 }
 
+/* ---------------------------------------------------------------- RFC 6856: non-ASCII header fields */
+
+#define H_ASCII "Subject: plain\r\nFrom: a@example.test\r\n\r\nbody\r\n"
+#define H_UTF8 "Subject: Gr\xc3\xbc\xc3\x9f" "e\r\nFrom: j\xc3\xbcrgen@example.test\r\n\r\nbody\r\n"
+#define H_BODY8 "Subject: ascii header\r\n\r\nGr\xc3\xbc\xc3\x9f" "e im Text\r\n.dot\r\n"
+#define H_LATIN1 "Subject: Gr\xfc\xdf" "e\r\n\r\nx\r\n"
+#define H_NOBODY "X-Only: header \xc3\xa4"         /* a header section and nothing else, no line end */
+#define H_EMPTY "\r\nno header, body \xc3\xa4\r\n"  /* an empty header section */
+#define H_LATE "Subject: x\r\nX-A: 1\r\nX-B: 2\r\nX-Late: \xc3\xa4\r\n\r\nbody\r\n"
+
+static void utf8_mailbox(void)
+{
+    pop3fake_reset();
+    pop3fake_add(ALICE, NULL, H_ASCII, strlen(H_ASCII));
+    pop3fake_add(ALICE, NULL, H_UTF8, strlen(H_UTF8));
+    pop3fake_add(ALICE, NULL, H_BODY8, strlen(H_BODY8));
+    pop3fake_add(ALICE, NULL, H_LATIN1, strlen(H_LATIN1));
+    pop3fake_add(ALICE, NULL, H_NOBODY, strlen(H_NOBODY));
+    pop3fake_add(ALICE, NULL, H_EMPTY, strlen(H_EMPTY));
+    pop3fake_add(ALICE, NULL, H_LATE, strlen(H_LATE));
+}
+
+static char *retr_reply(const char *msg)
+{
+    size_t wl;
+    char *body = stuffed(msg, strlen(msg), &wl);
+    char *out = malloc(wl + 64);
+    int n = snprintf(out, 64, "+OK %zu octets\r\n", strlen(msg));
+    memcpy(out + n, body, wl);
+    out[n + wl] = '\0';
+    free(body);
+    return out;
+}
+
+/* A client that did not issue UTF8 gets "-ERR [UTF8]" for a message with 8-bit bytes in its header
+   section (RFC 6856 sections 2.1, 4, 5), whatever the store's read sizes; 8-bit bodies are sent. */
+static void test_utf8_header_refused(void)
+{
+    static const size_t chunks[] = {0, 1, 2, 3, 5, 7, 16};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        utf8_mailbox();
+        pop3fake_cfg.max_read = chunks[c];
+        fake_session *fs = logged_in(MP_TLS_OFF);
+        char *want;
+        for (int k = 2; k <= 7; k++) {
+            if (k == 3 || k == 6)
+                continue;
+            char line[32], err[128];
+            snprintf(line, sizeof line, "RETR %d\r\n", k);
+            snprintf(err, sizeof err, "-ERR [UTF8] Message %d has non-ASCII header fields: UTF8 needed\r\n", k);
+            CU_ASSERT_STRING_EQUAL(cmd(fs, line), err);
+            snprintf(line, sizeof line, "TOP %d 0\r\n", k);
+            CU_ASSERT_STRING_EQUAL(cmd(fs, line), err);
+        }
+        CU_ASSERT_FALSE(fake_want_writable(fs));
+        CU_ASSERT_EQUAL(fake_errors(fs), 0); /* not the client's mistake */
+        CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "[mp40204]"));
+        /* ASCII headers: sent, 8-bit body and all */
+        want = retr_reply(H_ASCII);
+        cmd(fs, "RETR 1\r\n");
+        drain(fs);
+        CU_ASSERT_STRING_EQUAL(fake_output(fs), want);
+        free(want);
+        want = retr_reply(H_BODY8);
+        cmd(fs, "RETR 3\r\n");
+        drain(fs);
+        CU_ASSERT_STRING_EQUAL(fake_output(fs), want);
+        free(want);
+        want = retr_reply(H_EMPTY);
+        cmd(fs, "RETR 6\r\n");
+        drain(fs);
+        CU_ASSERT_STRING_EQUAL(fake_output(fs), want);
+        free(want);
+        cmd(fs, "TOP 3 0\r\n");
+        drain(fs);
+        CU_ASSERT_STRING_EQUAL(fake_output(fs), "+OK Top of message follows\r\nSubject: ascii header\r\n\r\n.\r\n");
+        /* LIST sizes are the messages' own; the refused message can still be deleted */
+        char lst[64];
+        snprintf(lst, sizeof lst, "+OK 2 %zu\r\n", strlen(H_UTF8));
+        CU_ASSERT_STRING_EQUAL(cmd(fs, "LIST 2\r\n"), lst);
+        CU_ASSERT_STRING_EQUAL(cmd(fs, "DELE 2\r\nQUIT\r\n"), "+OK Marked to be deleted\r\n+OK Logging out\r\n");
+        CU_ASSERT_EQUAL(pop3fake_count(ALICE), 6);
+        CU_ASSERT_EQUAL(pop3fake_stats_now.stream_opens, pop3fake_stats_now.stream_closes);
+        finish(fs);
+    }
+
+    /* pipelined: the refusal is one line, the next command follows at once */
+    utf8_mailbox();
+    fake_session *fs = logged_in(MP_TLS_OFF);
+    char *want = retr_reply(H_ASCII);
+    char all[512];
+    snprintf(all, sizeof all, "-ERR [UTF8] Message 2 has non-ASCII header fields: UTF8 needed\r\n%s+OK\r\n", want);
+    cmd(fs, "RETR 2\r\nRETR 1\r\nNOOP\r\n");
+    drain(fs);
+    CU_ASSERT_STRING_EQUAL(fake_output(fs), all);
+    free(want);
+    finish(fs);
+}
+
+/* In UTF-8 mode every message is sent as stored. */
+static void test_utf8_mode_retrieves(void)
+{
+    static const size_t chunks[] = {0, 1, 3};
+    static const char *const msgs[] = {H_ASCII, H_UTF8, H_BODY8, H_LATIN1, H_NOBODY, H_EMPTY, H_LATE};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        utf8_mailbox();
+        pop3fake_cfg.max_read = chunks[c];
+        fake_session *fs = start(MP_TLS_OFF);
+        CU_ASSERT_TRUE(strncmp(cmd(fs, "UTF8\r\nUSER alice\r\nPASS secret\r\n"), "+OK UTF8 enabled\r\n+OK\r\n+OK Logged in",
+                               36) == 0);
+        for (int k = 1; k <= 7; k++) {
+            char line[32];
+            snprintf(line, sizeof line, "RETR %d\r\n", k);
+            char *want = retr_reply(msgs[k - 1]);
+            cmd(fs, line);
+            drain(fs);
+            CU_ASSERT_STRING_EQUAL(fake_output(fs), want);
+            free(want);
+        }
+        cmd(fs, "TOP 2 0\r\n");
+        drain(fs);
+        CU_ASSERT_STRING_EQUAL(fake_output(fs), "+OK Top of message follows\r\nSubject: Gr\xc3\xbc\xc3\x9f"
+                                                "e\r\nFrom: j\xc3\xbcrgen@example.test\r\n\r\n.\r\n");
+        CU_ASSERT_PTR_NULL(strstr(fake_log(fs), "[mp40204]"));
+        finish(fs);
+    }
+}
+
+/* A message whose header section is longer than the first read (64 KiB): the first 64 KiB decide; 8-bit
+   header bytes after them are sent as "?" (the size stays), the body as it is. The message: filler fields
+   making header_bytes bytes, then `late` (fields with their CRLF), the empty line and a body "body ä". */
+static char *long_header_message(size_t header_bytes, const char *late, size_t *len)
+{
+    const char *tail_fmt = "%s\r\nbody \xc3\xa4\r\n";
+    char *m = malloc(header_bytes + 256);
+    size_t o = 0;
+    while (o + 80 < header_bytes) {
+        memcpy(m + o, "X-Filler: ", 10);
+        memset(m + o + 10, 'f', 66);
+        memcpy(m + o + 76, "\r\n", 2);
+        o += 78;
+    }
+    /* a last field that makes the header section exactly header_bytes long */
+    memcpy(m + o, "X-Pad: ", 7);
+    for (o += 7; o < header_bytes - 2; o++)
+        m[o] = 'p';
+    memcpy(m + o, "\r\n", 2);
+    o += 2;
+    o += (size_t)snprintf(m + o, 256, tail_fmt, late);
+    *len = o;
+    return m;
+}
+
+static void test_long_header_sanitized(void)
+{
+    /* the late field's bytes must not be 8-bit when a client not in UTF-8 mode receives them */
+    size_t len;
+    char *m = long_header_message(70000, "X-Late: Gr\xc3\xbc\xc3\x9f" "e\r\n", &len);
+    for (int mode = 0; mode <= 1; mode++) {
+        pop3fake_reset();
+        pop3fake_add(ALICE, NULL, m, len);
+        fake_session *fs = start(MP_TLS_OFF);
+        const char *login = mode ? "UTF8\r\nUSER alice\r\nPASS secret\r\n" : "USER alice\r\nPASS secret\r\n";
+        CU_ASSERT_TRUE(contains(cmd(fs, login), "+OK Logged in"));
+        cmd(fs, "RETR 1\r\n");
+        drain(fs);
+        char head[64];
+        int hl = snprintf(head, sizeof head, "+OK %zu octets\r\n", len);
+        CU_ASSERT_EQUAL(fake_output_len(fs), (size_t)hl + len + 3); /* the same size; no dots to stuff */
+        const char *got = fake_output(fs) + hl;
+        if (mode == 0) {
+            CU_ASSERT_TRUE(contains(got, "\r\nX-Late: Gr????e\r\n\r\nbody \xc3\xa4\r\n.\r\n"));
+            CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "[mp40206]"));
+        } else {
+            CU_ASSERT_EQUAL(memcmp(got, m, len), 0);
+        }
+        finish(fs);
+    }
+    free(m);
+
+    /* 8-bit bytes within the first 64 KiB of a long header: refused as any other */
+    m = long_header_message(70000, "X-Late: ok\r\n", &len);
+    m[100] = (char)0xc3;
+    m[101] = (char)0xa4;
+    pop3fake_reset();
+    pop3fake_add(ALICE, NULL, m, len);
+    fake_session *fs = logged_in(MP_TLS_OFF);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "RETR 1\r\n"), "-ERR [UTF8] Message 1 has non-ASCII header fields: UTF8 needed\r\n");
+    finish(fs);
+    free(m);
+
+    /* the empty line that ends the header straddles the end of the first read: the body is not touched */
+    for (size_t at = POP3_CHUNK - 3; at <= POP3_CHUNK + 1; at++) {
+        m = long_header_message(at, "", &len); /* header `at` bytes, then "\r\n" and the body */
+        CU_ASSERT_EQUAL(memcmp(m + at, "\r\nbody \xc3\xa4\r\n", 12), 0);
+        pop3fake_reset();
+        pop3fake_add(ALICE, NULL, m, len);
+        fs = logged_in(MP_TLS_OFF);
+        cmd(fs, "RETR 1\r\n");
+        drain(fs);
+        CU_ASSERT_TRUE(contains(fake_output(fs), "\r\n\r\nbody \xc3\xa4\r\n.\r\n"));
+        CU_ASSERT_PTR_NULL(strstr(fake_log(fs), "[mp40206]"));
+        finish(fs);
+        free(m);
+    }
+}
+
+/* A read that fails before the status line: an -ERR, and the session goes on. */
+static void test_read_error_before_status(void)
+{
+    pop3fake_reset();
+    pop3fake_add(ALICE, NULL, H_ASCII, strlen(H_ASCII));
+    pop3fake_cfg.read_fail_after = 0;
+    fake_session *fs = logged_in(MP_TLS_OFF);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "RETR 1\r\nNOOP\r\n"), "-ERR [SYS/TEMP] Cannot read message 1\r\n+OK\r\n");
+    CU_ASSERT_FALSE(fake_close_requested(fs));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "[mp40205]"));
+    CU_ASSERT_EQUAL(pop3fake_stats_now.stream_opens, pop3fake_stats_now.stream_closes);
+    finish(fs);
+}
+
 void pop3_retr_tests(CU_pSuite su)
 {
     CU_add_test(su, "dot-stuffing across chunks", test_dot_stuffing_across_chunks);
@@ -249,4 +472,8 @@ void pop3_retr_tests(CU_pSuite su)
     CU_add_test(su, "big listing", test_big_listing);
     CU_add_test(su, "UIDL key validity", test_uidl_key_validity);
     CU_add_test(su, "size bounds reads", test_size_bounds_reads);
+    CU_add_test(su, "non-ASCII headers refused outside UTF-8 mode", test_utf8_header_refused);
+    CU_add_test(su, "UTF-8 mode retrieves everything", test_utf8_mode_retrieves);
+    CU_add_test(su, "long header sanitized", test_long_header_sanitized);
+    CU_add_test(su, "read error before the status line", test_read_error_before_status);
 }
