@@ -24,6 +24,9 @@ SMTP_SO = MODULES / "mod_smtp.so"
 
 USERS = {"alice@example.test": "wonderland", "bob@example.test": "builder"}
 ALICE, ALICE_PW = "alice@example.test", "wonderland"
+# A user whose name and password are not ASCII (RFC 6856 section 2.2); pass users=UTF8_USERS to the fixture.
+JUERGEN, JUERGEN_PW = "j\u00fcrgen@example.test", "p\u00e4ssw\u00f6rd"
+UTF8_USERS = dict(USERS, **{JUERGEN: JUERGEN_PW})
 
 _seq = [0]
 
@@ -144,7 +147,7 @@ def httpd_factory(request, free_port, tls_cert):
                   "MailprotoUserDB passwd-file:users"]
         lines += [f"Mailproto{k} {v}" for k, v in overrides.items()]
         h.write(lines, vhosts)
-        (h.root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
+        (h.root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8")
         (h.root / "mail").mkdir(exist_ok=True)
         h.give_to_run_user(h.root / "mail")
         h.start()
@@ -181,7 +184,7 @@ def pop3env(request, make_server, free_port, tls_cert):
         cfg = dict(LoadModule="pop3 mod_pop3.so")
         cfg.update(overrides)
         srv = make_server(listeners, extra_lines=extra, **cfg)
-        (srv.dir / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
+        (srv.dir / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8")
         (srv.dir / "mail").mkdir(exist_ok=True)
         srv.start()
         return Pop3Env(srv, ports, users)

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import IO_TIMEOUT, LineClient, client_context, wait_for
-from pop3env import ALICE, ALICE_PW, crlf, pop3env, read_multiline, retr  # noqa: F401 (fixture)
+from pop3env import (ALICE, ALICE_PW, JUERGEN, JUERGEN_PW, UTF8_USERS, crlf, pop3env, read_multiline,  # noqa: F401
+                     retr)
 
 CRLF_MSG = (b"Return-Path: <sender@example.org>\r\nSubject: crlf message\r\nFrom: sender@example.org\r\n"
             b"To: alice@example.test\r\n\r\nfirst line\r\n.a line starting with a dot\r\n..two dots\r\n.\r\n"
@@ -451,6 +452,122 @@ def test_fetchmail_keep_and_nokeep(pop3env, tmp_path, tls):
     p = poplib_login(env, tls)
     assert p.stat() == (0, 0)
     p.quit()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RFC 6856: UTF8 and LANG
+
+UTF8_HDR_MSG = ("Subject: Gr\u00fc\u00dfe aus K\u00f6ln\r\nFrom: J\u00fcrgen <j\u00fcrgen@example.test>\r\n"
+                "To: alice@example.test\r\n\r\nHallo Alice\r\n").encode()
+BODY8_MSG = "Subject: ascii header\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\u00fc\u00dfe\r\n".encode()
+UTF8_REFUSED = b"-ERR [UTF8] Message %d has non-ASCII header fields: UTF8 needed"
+
+
+def proto_error(excinfo):
+    return excinfo.value.args[0]
+
+
+def test_poplib_utf8_and_lang(pop3env):
+    """UTF8, LANG and a UTF-8 user name and password through poplib (its utf8(), _shortcmd, _longcmd)."""
+    env = pop3env(tls=("off",), users=UTF8_USERS)
+    env.seed(JUERGEN, UTF8_HDR_MSG)
+    p = poplib.POP3("127.0.0.1", env.port(), timeout=IO_TIMEOUT)
+    caps = p.capa()
+    assert caps["UTF8"] == ["USER"] and caps["LANG"] == [], caps
+    # LANG before login (RFC 6856 section 3): the listing, English under any English range and "*"
+    assert p._longcmd("LANG") == (b"+OK Language listing follows", [b"en English"], len(b"en English") + 2)
+    for rng in ("en", "en-US", "EN-gb", "*"):
+        assert p._shortcmd(f"LANG {rng}") == b"+OK en Responses will be in English"
+    with pytest.raises(poplib.error_proto) as e:
+        p._shortcmd("LANG de")
+    assert proto_error(e) == b"-ERR Language de is not supported"
+    with pytest.raises(poplib.error_proto) as e:
+        p._shortcmd("LANG en_US")
+    assert proto_error(e) == b"-ERR Invalid language range"
+    # UTF8, then a UTF-8 user name and password (poplib sends UTF-8)
+    assert p.utf8() == b"+OK UTF8 enabled"
+    assert p.utf8() == b"+OK UTF8 already enabled"
+    p.user(JUERGEN)
+    assert p.pass_(JUERGEN_PW).startswith(b"+OK Logged in, 1 messages")
+    # in UTF-8 mode the message comes as stored, UTF-8 header fields and all
+    resp, lines, _ = p.retr(1)
+    assert resp == b"+OK %d octets" % len(UTF8_HDR_MSG)
+    assert poplib_bytes(lines) == UTF8_HDR_MSG
+    assert p.top(1, 0)[1] == UTF8_HDR_MSG.split(b"\r\n\r\n")[0].split(b"\r\n") + [b""]
+    # TRANSACTION: LANG still works, UTF8 does not (AUTHORIZATION only)
+    assert p._shortcmd("LANG *") == b"+OK en Responses will be in English"
+    assert p._longcmd("LANG")[1] == [b"en English"]
+    with pytest.raises(poplib.error_proto) as e:
+        p.utf8()
+    assert proto_error(e) == b"-ERR UTF8 is only valid before login"
+    assert p.quit().startswith(b"+OK")
+
+    # RFC 6856 section 2.2: a client may send UTF-8 credentials before UTF8 once "UTF8 USER" is announced
+    p = poplib_login(env, user=JUERGEN, password=JUERGEN_PW)
+    p.quit()
+    # a wrong UTF-8 password fails as any other
+    c = env.client()
+    assert c.cmd("UTF8") == "+OK UTF8 enabled"
+    assert c.cmd(f"USER {JUERGEN}") == "+OK"
+    assert c.cmd("PASS p\u00e4ssword") == "-ERR [AUTH] Authentication failed"
+    # in UTF-8 mode bytes that are not UTF-8 are refused outright
+    c.send(b"USER j\xfcrgen@example.test\r\n")
+    assert c.readline() == "-ERR Invalid UTF-8 in user name"
+    c.send(b"USER " + JUERGEN.encode() + b"\r\nPASS p\xe4ssw\xf6rd\r\n")
+    assert [c.readline(), c.readline()] == ["+OK", "-ERR Invalid UTF-8 in password"]
+    c.close()
+
+
+def test_utf8_headers_need_utf8_mode(pop3env):
+    """RFC 6856 sections 2.1, 4 and 5: without UTF8 a message with non-ASCII header fields is refused with
+    [UTF8] (its size and UIDL are listed, DELE works); with UTF8 it is sent as stored. 8-bit bodies are sent
+    either way."""
+    env = pop3env(tls=("off", "starttls"))
+    f1 = env.seed(ALICE, CRLF_MSG)
+    f2 = env.seed(ALICE, UTF8_HDR_MSG)
+    f3 = env.seed(ALICE, BODY8_MSG)
+
+    p = poplib_login(env)
+    assert [int(l.split()[1]) for l in p.list()[1]] == [len(crlf(CRLF_MSG)), len(UTF8_HDR_MSG), len(BODY8_MSG)]
+    assert [l.split()[1] for l in p.uidl()[1]] == [f.name.encode() for f in (f1, f2, f3)]
+    for call in (lambda: p.retr(2), lambda: p.top(2, 0)):
+        with pytest.raises(poplib.error_proto) as e:
+            call()
+        assert proto_error(e) == UTF8_REFUSED % 2
+    assert poplib_bytes(p.retr(1)[1]) == crlf(CRLF_MSG)
+    assert poplib_bytes(p.retr(3)[1]) == BODY8_MSG
+    assert p.noop() == b"+OK"            # the session goes on
+    p.quit()
+
+    # the same through a raw client, pipelined: one -ERR line, then the next reply
+    c = env.login()
+    c.send("RETR 2\r\nNOOP\r\n")
+    assert [c.readline(), c.readline()] == [(UTF8_REFUSED % 2).decode(), "+OK"]
+    assert c.cmd("QUIT") == "+OK Logging out"
+    c.close()
+
+    # with UTF8 before the login it comes as it is; then a client not in UTF-8 mode deletes it
+    p = poplib.POP3("127.0.0.1", env.port(), timeout=IO_TIMEOUT)
+    assert p.utf8() == b"+OK UTF8 enabled"
+    p.user(ALICE)
+    p.pass_(ALICE_PW)
+    assert poplib_bytes(p.retr(2)[1]) == UTF8_HDR_MSG
+    p.quit()
+    p = poplib_login(env)
+    p.dele(2)
+    p.quit()
+    assert [f.name.split(":", 1)[0] for f in env.files(ALICE)] == [f1.name, f3.name]
+
+    # RFC 6856 section 2.1: no STLS after UTF8 (and CAPA stops offering it)
+    c = env.client("starttls")
+    assert c.cmd("UTF8") == "+OK UTF8 enabled"
+    c.send("CAPA\r\n")
+    assert c.readline() == "+OK Capability list follows"
+    caps = read_multiline(c).decode().split("\r\n")
+    assert "STLS" not in caps and "UTF8 USER" in caps and "LANG" in caps, caps
+    assert c.cmd("STLS") == "-ERR STLS is not allowed after UTF8"
+    assert c.cmd("NOOP") == "-ERR Not logged in"
+    c.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
