@@ -6,6 +6,7 @@
  *   smtp_session.c  the session: greeting, input framing, every command but AUTH, replies, limits
  *   smtp_auth.c     AUTH (RFC 4954) over modules/common/sasl.h
  *   smtp_deliver.c  recipients' checks, spooling into the store, commit, Received/Return-Path
+ *   smtp_dsn.c      "delivered" DSNs (RFC 3461, RFC 3464) for local senders that asked for them
  *   smtp_module.c   configuration directives, provider instances, the module descriptor
  *
  * The same sources build mod_smtp.so and, with SMTP_LMTP=1, mod_lmtp.so (RFC 2033).
@@ -48,6 +49,8 @@
 #define SMTP_DEFAULT_MAX_SIZE (50u * 1024 * 1024)
 /* Message bytes gathered before one save_write(). */
 #define SMTP_STAGE_SIZE 16384
+/* The message header kept for a DSN's text/rfc822-headers part (smtp_dsn.c): at most this much. */
+#define SMTP_DSN_HEADERS_MAX 65536
 
 typedef enum smtp_role {
     SMTP_ROLE_MX = 0,         /* receives for LocalDomains from anyone */
@@ -107,6 +110,14 @@ typedef struct smtp_txn {
     char *stage;
     size_t stage_len;
     char id[48];
+    apr_time_t arrival;       /* the data began: the Received date, a DSN's Arrival-Date */
+
+    /* The header as it streams by, only when a DSN will be stored (smtp_dsn.c) */
+    char *hdrs;               /* SMTP_DSN_HEADERS_MAX bytes, or NULL */
+    size_t hdrs_len;
+    int hdrs_done;            /* the empty line came (or the buffer is full) */
+    int hdrs_cut;             /* longer than SMTP_DSN_HEADERS_MAX */
+    int hdrs_bol, hdrs_cr;    /* at the beginning of a line; the last byte was CR */
 } smtp_txn;
 
 typedef struct smtp_session {
@@ -180,6 +191,18 @@ size_t smtp_data_input(mp_session *s, const char *data, size_t len);
 size_t smtp_bdat_input(mp_session *s, const char *data, size_t len);
 /* The user that owns `mailbox` for the store: "local@domain" with the domain in lower case. */
 const char *smtp_canonical_user(apr_pool_t *pool, const char *local, size_t llen, const char *domain, size_t dlen);
+/* An RFC 5322 date-time in UTC ("Mon, 02 Jan 2006 15:04:05 +0000") into buf (at least 32 bytes). */
+void smtp_date(char *buf, size_t size, apr_time_t when);
+
+/* ---- smtp_dsn.c ---- */
+/* At the start of the data: 1 when this transaction will store a "delivered" DSN if it succeeds (then its
+   header is kept as it streams by, smtp_dsn_header()). */
+int smtp_dsn_wanted(mp_session *s);
+/* Message bytes as they arrive (after dot-unstuffing): keeps the header, up to SMTP_DSN_HEADERS_MAX. */
+void smtp_dsn_header(smtp_txn *t, const char *bytes, size_t len);
+/* After the 250 for the message: sends the "delivered" DSN the recipients asked for, as a job, or logs why it
+   cannot. Call before smtp_txn_reset(). */
+void smtp_dsn_delivered(mp_session *s, int closing);
 
 /* ---- smtp_module.c ---- */
 /* The provider instance of `kind` ("store", "auth") configured by `directive` ("MailStore", "UserDB"):

@@ -209,7 +209,11 @@ static int orcpt_valid(smtp_slice v, int utf8)
         if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-'))
             return 0;
     size_t rest = v.len - (size_t)(semi + 1 - v.p);
-    return rest > 0 && smtp_xtext_valid(semi + 1, rest, utf8);
+    if (rest == 0 || !smtp_xtext_valid(semi + 1, rest, utf8))
+        return 0;
+    /* RFC 3461 section 4.2: decoded, printable characters only (it goes into a DSN field as is) */
+    char dec[501];
+    return smtp_dsn_text_ok(dec, smtp_xtext_decode(semi + 1, rest, dec), utf8);
 }
 
 void smtp_cmd_rcpt(mp_session *s, const smtp_command *cmd)
@@ -375,11 +379,21 @@ static void data_out(void *arg, const char *bytes, size_t len)
         t->oversize = 1; /* RFC 1870 section 6.2: keep reading, refuse at the end */
     if (t->save && !t->oversize && !t->dm.bare && !t->failed)
         stage_put(s, bytes, len);
+    if (t->hdrs && !t->hdrs_done)
+        smtp_dsn_header(t, bytes, len);
 }
 
 static const char *const wday[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 static const char *const month[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+void smtp_date(char *buf, size_t size, apr_time_t when)
+{
+    apr_time_exp_t tm;
+    apr_time_exp_gmt(&tm, when);
+    snprintf(buf, size, "%s, %02d %s %04d %02d:%02d:%02d +0000", wday[tm.tm_wday], tm.tm_mday, month[tm.tm_mon],
+             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
 
 /* RFC 5321 section 4.4 / RFC 3848 / RFC 6531 section 3.7.3: the WITH protocol type. */
 static const char *with_protocol(mp_session *s)
@@ -419,14 +433,11 @@ static void write_trace_headers(mp_session *s)
     char forc[600] = "";
     if (t->rcpts->nelts == 1)
         snprintf(forc, sizeof forc, "\r\n\tfor <%s>", APR_ARRAY_IDX(t->rcpts, 0, smtp_rcpt).addr);
-    apr_time_exp_t tm;
-    apr_time_exp_gmt(&tm, apr_time_now());
+    char date[40];
+    smtp_date(date, sizeof date, t->arrival);
     n = snprintf(buf, sizeof buf,
-                 "Received: from %s ([%s%s])\r\n\tby %s (mailproto) with %s id %s%s%s;\r\n"
-                 "\t%s, %02d %s %04d %02d:%02d:%02d +0000\r\n",
-                 ss->helo, v6, s->peer_addr, ss->conf.server_name, with_protocol(s), t->id, tls, forc,
-                 wday[tm.tm_wday], tm.tm_mday, month[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec);
+                 "Received: from %s ([%s%s])\r\n\tby %s (mailproto) with %s id %s%s%s;\r\n\t%s\r\n",
+                 ss->helo, v6, s->peer_addr, ss->conf.server_name, with_protocol(s), t->id, tls, forc, date);
     if (n > 0 && (size_t)n < sizeof buf)
         stage_put(s, buf, (size_t)n);
 }
@@ -437,7 +448,8 @@ static int data_begin(mp_session *s, int kind)
     smtp_session *ss = s->state;
     smtp_txn *t = ss->txn;
     mp_save_target *first = &APR_ARRAY_IDX(t->targets, 0, mp_save_target);
-    snprintf(t->id, sizeof t->id, "%llXS%llXM%X", (unsigned long long)apr_time_now(), (unsigned long long)s->id,
+    t->arrival = apr_time_now();
+    snprintf(t->id, sizeof t->id, "%llXS%llXM%X", (unsigned long long)t->arrival, (unsigned long long)s->id,
              ++ss->messages);
     if (ss->store_if->save_begin(first->user, "INBOX", t->pool, &t->save) != MP_STORE_OK) {
         t->save = NULL;
@@ -448,6 +460,10 @@ static int data_begin(mp_session *s, int kind)
     t->data_kind = kind;
     t->stage = apr_palloc(t->pool, SMTP_STAGE_SIZE);
     t->stage_len = 0;
+    if (smtp_dsn_wanted(s)) {
+        t->hdrs = apr_palloc(t->pool, SMTP_DSN_HEADERS_MAX);
+        t->hdrs_bol = 1;
+    }
     smtp_data_init(&t->dm);
     write_trace_headers(s);
     return 0;
@@ -564,12 +580,16 @@ static void commit_done(mp_session *s, void *arg, int closing)
             }
         } else if (!full && !failed) {
             smtp_reply(s, "250 2.0.0 Ok: stored as %s", t->id);
+            /* Only now, and only after the reply: the DSN never delays or changes it (smtp_dsn.c). */
+            smtp_dsn_delivered(s, 0);
         } else if (!ok && !failed) {
             smtp_reply(s, "452 4.2.2 Mailbox full");
         } else {
             /* Some copies may be stored: a retry may duplicate them, which beats losing the others. */
             smtp_reply(s, "451 4.3.0 Error: local error in processing");
         }
+    } else if (!full && !failed) {
+        smtp_dsn_delivered(s, 1); /* the client left before the 250: only logged */
     }
     smtp_txn_reset(s);
 }

@@ -416,6 +416,36 @@ int smtp_xtext_valid(const char *s, size_t len, int utf8)
     return !utf8 || smtp_utf8_valid((const unsigned char *)s, len);
 }
 
+size_t smtp_xtext_decode(const char *s, size_t len, char *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '+' && len - i >= 3) {
+            unsigned v = 0;
+            for (int k = 1; k <= 2; k++) {
+                unsigned char h = (unsigned char)s[i + k];
+                v = v * 16 + (is_digit(h) ? (unsigned)(h - '0') : (unsigned)(h - 'A' + 10));
+            }
+            out[n++] = (char)v;
+            i += 2;
+        } else {
+            out[n++] = s[i];
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+int smtp_dsn_text_ok(const char *s, size_t len, int utf8)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f || (c >= 0x80 && !utf8))
+            return 0;
+    }
+    return !utf8 || smtp_utf8_valid((const unsigned char *)s, len);
+}
+
 int smtp_helo_valid(const char *s, size_t len)
 {
     if (len == 0 || len > 255)

@@ -118,6 +118,15 @@ int smtp_utf8_valid(const unsigned char *s, size_t len);
    with upper-case hex digits. `utf8`: also UTF-8 (RFC 6533 utf-8-addr-xtext, loosely). */
 int smtp_xtext_valid(const char *s, size_t len, int utf8);
 
+/* Decodes xtext s[0..len) that passed smtp_xtext_valid() into out (len + 1 bytes at least): every
+   "+" HEXCHAR HEXCHAR becomes its octet (RFC 3461 section 4). NUL-terminates; returns the length. */
+size_t smtp_xtext_decode(const char *s, size_t len, char *out);
+
+/* 1 when decoded DSN text (an ENVID, an ORCPT address) can go into a DSN field: "printable (graphic and
+   white space) characters from the US-ASCII repertoire" (RFC 3461 sections 4.2 and 4.4), here: no control
+   character but HT; `utf8` also allows valid UTF-8 (RFC 6533). */
+int smtp_dsn_text_ok(const char *s, size_t len, int utf8);
+
 /* 1 when s[0..len) is a valid EHLO/HELO argument: a domain or an address literal (RFC 5321 4.1.1.1). */
 int smtp_helo_valid(const char *s, size_t len);
 

@@ -187,16 +187,25 @@ static void cmd_ehlo(mp_session *s, const smtp_command *cmd)
     h->printf(s, "250-%s Hello %s [%s]\r\n", ss->conf.server_name, ss->helo, s->peer_addr);
     h->printf(s, "250-PIPELINING\r\n");                                  /* RFC 2920 */
     h->printf(s, "250-SIZE %llu\r\n", (unsigned long long)ss->conf.max_size); /* RFC 1870 */
-    h->printf(s, "250-8BITMIME\r\n");                                    /* RFC 6152 */
-    h->printf(s, "250-ENHANCEDSTATUSCODES\r\n");                         /* RFC 2034 */
-    h->printf(s, "250-SMTPUTF8\r\n");                                    /* RFC 6531 */
-    h->printf(s, "250-CHUNKING\r\n");                                    /* RFC 3030 */
+    /* the rest: keyword and argument; the last line says "250 " */
+    const char *ext[8][2];
+    size_t n = 0;
+    ext[n][0] = "8BITMIME", ext[n++][1] = "";                             /* RFC 6152 */
+    ext[n][0] = "ENHANCEDSTATUSCODES", ext[n++][1] = "";                  /* RFC 2034 */
+    ext[n][0] = "SMTPUTF8", ext[n++][1] = "";                             /* RFC 6531 */
+    ext[n][0] = "CHUNKING", ext[n++][1] = "";                             /* RFC 3030 */
     if ((s->listener->tls == MP_TLS_STARTTLS || s->listener->tls == MP_TLS_REQUIRED) && !s->tls_active)
-        h->printf(s, "250-STARTTLS\r\n");                                /* RFC 3207 */
+        ext[n][0] = "STARTTLS", ext[n++][1] = "";                         /* RFC 3207 */
     const char *mechs = smtp_auth_mechanisms(s);
     if (mechs)
-        h->printf(s, "250-AUTH %s\r\n", mechs);                          /* RFC 4954 */
-    h->printf(s, "250 DSN\r\n");                                         /* RFC 3461 */
+        ext[n][0] = "AUTH ", ext[n++][1] = mechs;                         /* RFC 4954 */
+    /* RFC 3461. SMTP is the final delivery MTA and reports "delivered" itself (smtp_dsn.c). LMTP does not
+       announce DSN, so that the MTA in front of it reports success through its own queue (smtp_dsn.c says
+       why: RFC 3461 section 5.2.2 and Postfix's LMTP client). */
+    if (!SMTP_LMTP)
+        ext[n][0] = "DSN", ext[n++][1] = "";
+    for (size_t i = 0; i < n; i++)
+        h->printf(s, "250%c%s%s\r\n", i + 1 < n ? '-' : ' ', ext[i][0], ext[i][1]);
 }
 
 static void cmd_helo(mp_session *s, const smtp_command *cmd)
@@ -302,8 +311,10 @@ static void cmd_mail(mp_session *s, const smtp_command *cmd)
                 return;
             }
         } else if (smtp_slice_ieq(pm->key, "ENVID")) {
-            bit = 16; /* RFC 3461 section 4.4: xtext, at most 100 characters */
-            if (!pm->has_value || pm->value.len > 100 || !smtp_xtext_valid(pm->value.p, pm->value.len, 0)) {
+            bit = 16; /* RFC 3461 section 4.4: xtext, at most 100 characters, printable US-ASCII decoded */
+            char dec[101];
+            if (!pm->has_value || pm->value.len > 100 || !smtp_xtext_valid(pm->value.p, pm->value.len, 0) ||
+                !smtp_dsn_text_ok(dec, smtp_xtext_decode(pm->value.p, pm->value.len, dec), 0)) {
                 smtp_error_reply(s, "501 5.5.4 Bad ENVID parameter");
                 return;
             }

@@ -16,6 +16,8 @@ static char spool_buf[FAKE_MSG_MAX], last_buf[FAKE_MSG_MAX];
 
 void fakes_reset(void)
 {
+    for (int i = 0; i < fstats.ncommits; i++)
+        free(fstats.commits[i].data);
     memset(&fstats, 0, sizeof fstats);
     fstats.spool = spool_buf;
     fstats.last = last_buf;
@@ -105,7 +107,6 @@ static int st_save_write(mp_save *save, const void *data, size_t len)
 
 static int st_save_commit(mp_save *save, const mp_save_meta *meta, mp_save_target *targets, size_t n)
 {
-    (void)meta;
     CU_ASSERT_TRUE(save->open);
     save->open = 0;
     int ok = 0;
@@ -127,6 +128,16 @@ static int st_save_commit(mp_save *save, const mp_save_meta *meta, mp_save_targe
     memcpy(fstats.last, fstats.spool, fstats.spool_len);
     fstats.last_len = fstats.spool_len;
     fstats.committed++;
+    if (fstats.ncommits < FAKE_COMMITS) {
+        fake_commit *c = &fstats.commits[fstats.ncommits++];
+        snprintf(c->targets, sizeof c->targets, "%s", fstats.last_targets);
+        c->data = malloc(fstats.spool_len + 1);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c->data);
+        memcpy(c->data, fstats.spool, fstats.spool_len);
+        c->data[fstats.spool_len] = '\0';
+        c->len = fstats.spool_len;
+        c->delivery = meta ? meta->delivery : 1;
+    }
     return ok ? MP_STORE_OK : MP_STORE_ERR;
 }
 

@@ -2,7 +2,8 @@
  * Fake store and auth providers for the SMTP/LMTP handler tests, and helpers to drive a session.
  *
  * Store ("store", "fake"): keeps the message being written in memory, records what was committed and to
- * whom, counts begin/abort/commit and open users. Per-user behaviour by name:
+ * whom (the last commit, and the first FAKE_COMMITS since fakes_reset() one by one, e.g. a message and then
+ * the DSN about it), counts begin/abort/commit and open users. Per-user behaviour by name:
  *   full@example.test       quota() says the mailbox is full (RCPT 452 4.2.2)
  *   late-full@example.test  save_commit gives MP_STORE_OVERQUOTA for this target
  *   broken@example.test     save_commit gives MP_STORE_ERR for this target
@@ -21,6 +22,14 @@
 
 #define FAKE_AUTH_DELAY 1500000 /* 1.5 s */
 #define FAKE_MSG_MAX (1 << 20)
+#define FAKE_COMMITS 8
+
+typedef struct fake_commit {
+    char targets[1024];              /* "user1,user2" */
+    char *data;                      /* the message (malloc'd, NUL-terminated) */
+    size_t len;
+    int delivery;                    /* mp_save_meta.delivery (a NULL meta counts as 1) */
+} fake_commit;
 
 typedef struct fake_store_stats {
     int instances, begun, aborted, committed, writes, users_open, user_opens;
@@ -33,13 +42,15 @@ typedef struct fake_store_stats {
     char *last;
     char last_targets[1024];         /* "user1,user2" of the last commit */
     int last_ntargets;
+    fake_commit commits[FAKE_COMMITS]; /* the first FAKE_COMMITS commits, in order */
+    int ncommits;
 } fake_store_stats;
 
 extern fake_store_stats fstats;
 extern const mp_provider fake_store_provider;
 extern const mp_provider fake_auth_provider;
 
-/* Resets the counters (call at the start of a test). */
+/* Resets the counters and frees the recorded commits (call at the start of a test). */
 void fakes_reset(void);
 
 /* A connected session of `m` with the usual configuration (ServerName mail.example.test, LocalDomains

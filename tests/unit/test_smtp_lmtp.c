@@ -1,6 +1,7 @@
 /*
  * mod_lmtp (the SMTP sources built with SMTP_LMTP=1) driven by the fake host: LHLO instead of HELO/EHLO
- * and one reply per accepted recipient after the data (RFC 2033 section 4.2), for DATA and BDAT LAST.
+ * and one reply per accepted recipient after the data (RFC 2033 section 4.2), for DATA and BDAT LAST; no
+ * DSN of its own.
  */
 #include <stdio.h>
 #include <string.h>
@@ -14,9 +15,10 @@
 extern const mp_module mp_module_descriptor;
 #define M (&mp_module_descriptor)
 
+/* No DSN: the MTA in front reports success itself (modules/smtp/smtp_dsn.c). */
 #define LHLO_REPLY \
     "250-mail.example.test Hello mta.example [192.0.2.1]\r\n250-PIPELINING\r\n250-SIZE 4096\r\n250-8BITMIME\r\n" \
-    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 DSN\r\n"
+    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
 
 #define EXPECT(fs, in, want) \
     do { \
@@ -110,6 +112,24 @@ static void test_per_recipient_replies(void)
     finish(fs);
 }
 
+/* LMTP does not announce DSN and stores no "delivered" DSN: the LMTP client (the MTA with the queue) reports
+   success itself. Parameters sent anyway are accepted and logged. */
+static void test_no_dsn(void)
+{
+    fake_session *fs = start();
+    EXPECT(fs, "LHLO mta.example\r\n", LHLO_REPLY);
+    fake_feed_str(fs, "MAIL FROM:<bob@example.test> RET=HDRS ENVID=e1\r\n"
+                      "RCPT TO:<alice@example.test> NOTIFY=SUCCESS ORCPT=rfc822;alice+40example.test\r\n"
+                      "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+    CU_ASSERT_PTR_NOT_NULL(strstr(fake_output(fs), "250 2.0.0 <alice@example.test> Ok: stored as "));
+    fake_clear(fs);
+    CU_ASSERT_EQUAL(fstats.committed, 1);
+    CU_ASSERT_STRING_EQUAL(fstats.last_targets, "alice@example.test");
+    CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "(notify=SUCCESS orcpt=rfc822;alice+40example.test)"));
+    CU_ASSERT_PTR_NULL(strstr(fake_log(fs), "DSN"));
+    finish(fs);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -118,6 +138,7 @@ int main(void)
     CU_add_test(s, "descriptor", test_descriptor);
     CU_add_test(s, "LHLO", test_lhlo);
     CU_add_test(s, "per-recipient replies", test_per_recipient_replies);
+    CU_add_test(s, "no DSN of its own", test_no_dsn);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();
