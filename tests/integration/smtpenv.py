@@ -8,6 +8,7 @@ Listeners of one server (see SmtpEnv):
   subs   TLS implicit, Submission  port 465's role
   lmtp   Protocol lmtp             RFC 2033
 """
+import email
 import re
 import socket
 import subprocess
@@ -126,6 +127,26 @@ def check_delivered(data, sender, body, with_=None, for_=None, tls=None):
         assert bool(m.group("tls")) == tls, received
     assert rest == body, (rest[:300], body[:300])
     return m
+
+
+@dataclass
+class Dsn:
+    """A delivery status notification (RFC 3464 in multipart/report, RFC 6522), parsed with Python's email."""
+    msg: object          # the whole message
+    text: str            # the human-readable part
+    per_message: object  # the per-message fields (an email.message.Message)
+    recipients: list     # one Message of per-recipient fields each
+    headers: str         # the returned header (text/rfc822-headers)
+
+
+def parse_dsn(data):
+    msg = email.message_from_bytes(data)
+    assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+    assert msg.get_param("report-type") == "delivery-status"
+    parts = msg.get_payload()
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+    blocks = parts[1].get_payload()
+    return Dsn(msg, parts[0].get_payload(), blocks[0], blocks[1:], parts[2].get_payload())
 
 
 class SmtpClient(LineClient):

@@ -5,7 +5,9 @@ and Postfix as a peer MTA. Every delivered message is checked byte for byte in t
 Return-Path and Received fields, then exactly the bytes the client sent (after dot-unstuffing).
 """
 import base64
+import email.utils
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import IO_TIMEOUT, SERVER_NAME, client_context, wait_for
-from smtpenv import (SmtpClient, check_delivered, message, start_smtp_httpd, start_smtp_server)
+from smtpenv import (SmtpClient, check_delivered, message, parse_dsn, split_trace, start_smtp_httpd,
+                     start_smtp_server)
 
 
 @pytest.fixture(params=["mailprotod", "httpd"])
@@ -188,6 +191,89 @@ def test_lmtp_smtplib(env):
     for user in ("alice@example.test", "bob@example.test"):
         [data] = env.wait_messages(user, 1)
         check_delivered(data, "sender@remote.example", message("lmtp2"), with_="LMTP")
+
+
+# ---------------------------------------------------------------------------------------------------- DSN
+
+def stored_id(reply):
+    code, msg = reply
+    assert code == 250 and msg.startswith(b"2.0.0 Ok: stored as "), reply
+    return msg[len(b"2.0.0 Ok: stored as "):].decode()
+
+
+def test_dsn_delivered_to_local_sender(env):
+    """RFC 3461: NOTIFY=SUCCESS on submission, from one user to another: the sender gets a "delivered" DSN."""
+    body = message("dsn please", "The body stays here.\r\n")
+    with smtp(env.sub) as s:
+        s.starttls(context=tls_ctx())
+        s.login("alice@example.test", "wonderland")
+        assert s.has_extn("dsn")
+        s.mail("alice@example.test", ["RET=HDRS", "ENVID=QQ314159+2Bx"])
+        assert s.rcpt("bob@example.test", ["NOTIFY=SUCCESS", "ORCPT=rfc822;Bob+40example.test"])[0] == 250
+        assert s.rcpt("carol@example.test", ["NOTIFY=FAILURE"])[0] == 250
+        msg_id = stored_id(s.data(body))
+    [orig] = env.wait_messages("bob@example.test", 1)
+    check_delivered(orig, "alice@example.test", body, with_="ESMTPSA")
+    assert len(env.wait_messages("carol@example.test", 1)) == 1
+    [data] = env.wait_messages("alice@example.test", 1)
+    assert data.startswith(b"Return-Path: <>\r\n")                 # sent with a null reverse-path
+    dsn = parse_dsn(data)
+    assert dsn.msg["From"] == f"Mail Delivery System <MAILER-DAEMON@{SERVER_NAME}>"
+    assert dsn.msg["To"] == "<alice@example.test>"
+    assert dsn.msg["Auto-Submitted"] == "auto-replied"
+    assert dsn.per_message["Original-Envelope-Id"] == "QQ314159+x"     # xtext-decoded
+    assert dsn.per_message["Reporting-MTA"] == f"dns; {SERVER_NAME}"
+    email.utils.parsedate_to_datetime(dsn.per_message["Arrival-Date"])
+    [r] = dsn.recipients                                                  # carol did not ask
+    assert r["Original-Recipient"] == "rfc822;Bob@example.test"
+    assert r["Final-Recipient"] == "rfc822; bob@example.test"
+    assert r["Action"] == "delivered"
+    assert r["Status"] == "2.0.0"
+    assert r["Final-Log-ID"] == msg_id
+    assert f"id {msg_id}".encode() in split_trace(orig)[1]               # the id of bob's Received field
+    assert "Subject: dsn please" in dsn.headers and "The body stays here" not in data.decode()
+    assert "<bob@example.test>" in dsn.text
+    assert re.search(rf"\[mp30052\] .* DSN stored: id={msg_id}\.DSN for message {msg_id} to=<alice@example\.test>",
+                     env.srv.stderr_text())
+
+
+def test_dsn_only_when_asked_and_possible(env):
+    """No DSN for NOTIFY=NEVER/FAILURE/none, nor for MAIL FROM:<>; a remote sender's is logged, not sent;
+    RET=FULL still returns the header only (RFC 3461 section 4.3)."""
+    with smtp(env.mx) as s:
+        s.ehlo()
+        s.mail("carol@example.test", ["RET=FULL"])
+        s.rcpt("alice@example.test", ["NOTIFY=SUCCESS"])
+        stored_id(s.data(message("full", "Not returned.\r\n")))
+        for notify in (["NOTIFY=NEVER"], ["NOTIFY=FAILURE,DELAY"], []):
+            assert s.sendmail("carol@example.test", ["alice@example.test"], message("no dsn"),
+                              rcpt_options=notify) == {}
+        assert s.sendmail("", ["alice@example.test"], message("null sender"), rcpt_options=["NOTIFY=SUCCESS"]) == {}
+        s.mail("someone@remote.example", ["ENVID=r1"])
+        s.rcpt("alice@example.test", ["NOTIFY=SUCCESS"])
+        remote_id = stored_id(s.data(message("remote")))
+    # the DSN job runs before the next command is read: everything is in place once QUIT was answered
+    assert len(env.messages("alice@example.test")) == 6
+    [data] = env.messages("carol@example.test")
+    dsn = parse_dsn(data)
+    assert dsn.per_message["Original-Envelope-Id"] is None
+    assert dsn.recipients[0]["Original-Recipient"] is None
+    assert dsn.recipients[0]["Final-Recipient"] == "rfc822; alice@example.test"
+    assert "Subject: full" in dsn.headers and b"Not returned." not in data
+    wait_for(lambda: re.search(rf"\[mp30050\] .* DSN not sent for message {remote_id}: from=<someone@remote\.example> "
+                               r"is not local and there is no outbound queue", env.srv.stderr_text()),
+             10, "the log line of the DSN that has nowhere to go")
+
+
+def test_lmtp_announces_no_dsn(env):
+    """LMTP leaves success reports to the MTA in front of it: no DSN keyword, no DSN of its own."""
+    with smtplib.LMTP("127.0.0.1", env.lmtp, local_hostname="mta.example", timeout=IO_TIMEOUT) as s:
+        s.ehlo()
+        assert not s.has_extn("dsn")
+        assert s.sendmail("carol@example.test", ["alice@example.test"], message("lmtp dsn"),
+                          rcpt_options=["NOTIFY=SUCCESS"]) == {}
+    assert len(env.messages("alice@example.test")) == 1
+    assert env.messages("carol@example.test") == []
 
 
 # ---------------------------------------------------------------------------------------------------- raw
@@ -474,3 +560,40 @@ def test_postfix_relays_to_smtp_and_lmtp(env, postfix):
     assert b"Received: from postfix.peer.test" in a and b"with ESMTPS id" in a   # Postfix used STARTTLS
     assert b"with LMTP id" in b
     wait_for(lambda: "status=sent" in log() and log().count("status=sent") >= 2, 30, "postfix to log both as sent")
+
+
+def test_postfix_dsn_over_smtp_and_lmtp(env, postfix):
+    """NOTIFY=SUCCESS through Postfix. Our SMTP announces DSN, so Postfix passes NOTIFY on and leaves the
+    report to us; our LMTP does not, so Postfix reports bob's delivery itself ("delivered" with
+    lmtp_assume_final). Either way the sender, carol, gets exactly one report per recipient."""
+    postfix.configure(f"alice@example.test smtp:[127.0.0.1]:{env.mx}\n"
+                      f"bob@example.test lmtp:inet:127.0.0.1:{env.lmtp}\n"
+                      f"carol@example.test smtp:[127.0.0.1]:{env.mx}\n")
+    with open(postfix.conf / "main.cf", "a") as f:
+        f.write("lmtp_assume_final = yes\n")
+    postfix.start()
+    with smtplib.SMTP("127.0.0.1", postfix.port, local_hostname="client.example", timeout=IO_TIMEOUT) as s:
+        assert s.sendmail("carol@example.test", ["alice@example.test", "bob@example.test"], message("postfix dsn"),
+                          mail_options=["ENVID=pf-1", "RET=HDRS"], rcpt_options=["NOTIFY=SUCCESS"]) == {}
+
+    def log():
+        try:
+            return postfix.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+    try:
+        reports = env.wait_messages("carol@example.test", 2, timeout=60)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\npostfix log:\n{log()[-5000:]}") from None
+    time.sleep(1)
+    assert len(env.messages("carol@example.test")) == 2, log()[-5000:]
+    by_mta = {d.per_message["Reporting-MTA"]: d for d in map(parse_dsn, reports)}
+    assert set(by_mta) == {f"dns; {SERVER_NAME}", "dns; postfix.peer.test"}
+    ours, theirs = by_mta[f"dns; {SERVER_NAME}"], by_mta["dns; postfix.peer.test"]
+    assert ours.per_message["Original-Envelope-Id"] == "pf-1"      # passed on by Postfix
+    [r] = ours.recipients
+    assert (r["Final-Recipient"], r["Action"], r["Status"]) == ("rfc822; alice@example.test", "delivered", "2.0.0")
+    assert r["Original-Recipient"].lower() == "rfc822;alice@example.test"
+    [r] = theirs.recipients
+    assert r["Final-Recipient"].replace(" ", "").lower() == "rfc822;bob@example.test"
+    assert r["Action"] == "delivered" and r["Status"].startswith("2.")
