@@ -56,6 +56,6 @@ MP_MODULE {
     .name = "pop3",
     .kind = MP_KIND_PROTOCOL,
     .version = "1.0",
-    .description = "POP3 (RFC 1939) with CAPA, STLS, SASL AUTH, APOP, TOP and UIDL",
+    .description = "POP3 (RFC 1939) with CAPA, STLS, SASL AUTH, APOP, TOP, UIDL, UTF8 and LANG",
     .protocol = &pop3_protocol,
 };
