@@ -17,23 +17,20 @@
  *
  * Non-ASCII header fields and clients not in UTF-8 mode (RFC 6856). Outside UTF-8 mode "character strings
  * outside the ASCII repertoire MUST NOT be sent to the client as is": a message that needs the mode gets a
- * surrogate or an -ERR (section 2.1), and section 5 defines the response code, "-ERR [UTF8]", "a failure
- * ... due to a request for message content that contains a UTF-8 string when the client is not in UTF-8
- * mode". We take the -ERR (sections 2.1 and 4 allow it: "a server MAY choose to reject the command to
- * retrieve the message"). A surrogate (a downgraded message, RFC 6855 section 7, RFC 6857) has another
- * size, and LIST's size SHOULD match what RETR sends (section 2.1): knowing it would take a pass over every
- * message at login. The refusal tells the client exactly why, the client MAY retry in a session that
- * issued UTF8 (section 5), and DELE still works, so the maildrop never jams.
+ * surrogate or an -ERR [UTF8] (sections 2.1, 4 and 5). We send a surrogate: every 8-bit byte of the
+ * header section becomes "?". It has the size LIST gave (section 2.1: they SHOULD match), and it reaches
+ * every client. A refusal would strand such messages for the many clients that never send UTF8
+ * (fetchmail, and raw 8-bit subjects are common in old and in unwanted mail): they would stay on the
+ * server, refused at every poll. A client in UTF-8 mode gets every message exactly as stored.
  *
  * The check costs no read: RETR and TOP read the message's first chunk anyway, so for a session not in
  * UTF-8 mode that read happens before the status line, the header section found in it (memchr from line
  * to line up to the empty one) is tested for 8-bit bytes (8 bytes at a time), and the chunk is then sent
- * from the buffer instead of being read again: about 0.3 microseconds for a 2 KiB header. Sessions in UTF-8 mode skip all of it. What is checked is the message's
- * own header section, what RFC 6532 internationalizes and what a client shows; bodies (8bit
- * content-transfer-encoding, RFC 6152) have always been sent over POP3 as they are. A header section
- * longer than the first chunk (64 KiB, only ever seen in crafted mail) is checked in that chunk; 8-bit
- * bytes of the header past it are replaced by "?" as they stream (same size, so LIST stays exact), which
- * makes the message a surrogate instead of sending it as is.
+ * from the buffer instead of being read again: about 0.3 microseconds for a 2 KiB header. Sessions in
+ * UTF-8 mode skip all of it. What is changed is the message's own header section, what RFC 6532
+ * internationalizes and what a client shows; bodies (8bit content-transfer-encoding, RFC 6152) have always
+ * been sent over POP3 as they are. A header section longer than the first chunk (64 KiB, only ever seen in
+ * crafted mail) goes on being changed as it streams.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -191,11 +188,22 @@ static int has_8bit(const char *p, size_t n)
     return (acc & 0x8080808080808080ull) != 0 || (tail & 0x80) != 0;
 }
 
+/* Logs once per message that its header section was sent as a surrogate (see the top of this file). */
+static void header_replaced_log(mp_session *s, pop3_output *o)
+{
+    pop3_session *ps = s->state;
+    if (!o->hdr_replaced)
+        return;
+    s->host->log(s, MP_LOG_NOTICE, 40206, "message %" PRIu32 " (uid %" PRIu32 ") of user=%s: %" PRIu64
+                 " 8-bit header bytes sent as \"?\" to a client not in UTF-8 mode (RFC 6856)", o->index + 1,
+                 ps->msgs[o->index].uid, ps->login, o->hdr_replaced);
+    o->hdr_replaced = 0;
+}
+
 /* A header section longer than the read ahead, in a session not in UTF-8 mode: its 8-bit bytes become "?"
    up to the empty line (see the top of this file). Byte by byte, but only ever for such rare messages. */
 static void header_sanitize(mp_session *s, pop3_output *o, char *p, size_t n)
 {
-    pop3_session *ps = s->state;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c == '\n') {
@@ -214,17 +222,13 @@ static void header_sanitize(mp_session *s, pop3_output *o, char *p, size_t n)
             }
         }
     }
-    if (o->hdr_replaced && (!o->hdr_open || o->left == 0)) {
-        s->host->log(s, MP_LOG_NOTICE, 40206, "message %" PRIu32 " (uid %" PRIu32 ") of user=%s: %" PRIu64
-                     " 8-bit bytes of a header section over %u bytes replaced for a client not in UTF-8 mode",
-                     o->index + 1, ps->msgs[o->index].uid, ps->login, o->hdr_replaced, (unsigned)POP3_CHUNK);
-        o->hdr_replaced = 0;
-    }
+    if (!o->hdr_open || o->left == 0)
+        header_replaced_log(s, o);
 }
 
 /* For a session not in UTF-8 mode, before the status line: reads the message's first chunk (the read RETR
-   makes anyway) until it holds the end of the header section, and decides. Returns 0 to go on (the chunk
-   waits in o->buf), 1 when the message has non-ASCII header fields, -1 on a read error. */
+   makes anyway) until it holds the end of the header section, and makes a surrogate of that section if it
+   has 8-bit bytes. Returns 0 to go on (the chunk waits in o->buf), -1 on a read error. */
 static int read_ahead(mp_session *s, pop3_output *o)
 {
     pop3_session *ps = s->state;
@@ -247,13 +251,20 @@ static int read_ahead(mp_session *s, pop3_output *o)
     }
     o->buffered = filled;
     o->left -= filled;
-    if (has_8bit(o->buf, hlen >= 0 ? (size_t)hlen : filled))
-        return 1;
+    size_t hdr = hlen >= 0 ? (size_t)hlen : filled;
+    if (has_8bit(o->buf, hdr))
+        for (size_t k = 0; k < hdr; k++)
+            if ((unsigned char)o->buf[k] >= 0x80) {
+                o->buf[k] = '?';
+                o->hdr_replaced++;
+            }
     if (hlen < 0 && o->left > 0 && !o->stream_end) {
-        /* the header section goes on past the chunk: from here on it is sanitized as it streams */
+        /* the header section goes on past the chunk: from here on it is changed as it streams */
         o->hdr_open = 1;
         const char *e = o->buf + filled;
         o->hdr_state = e[-1] == '\n' ? 1 : (e[-1] == '\r' && filled >= 2 && e[-2] == '\n') ? 2 : 0;
+    } else {
+        header_replaced_log(s, o);
     }
     return 0;
 }
@@ -397,20 +408,12 @@ void pop3_out_message(mp_session *s, uint32_t i, uint64_t lines)
     o->lines_left = lines;
     o->left = m->size;
     if (!ps->utf8) {
-        int r = read_ahead(s, o);
-        if (r != 0) {
+        if (read_ahead(s, o) != 0) {
             ps->prov.store_if->stream_close(o->stream);
             apr_pool_destroy(o->pool);
-            if (r > 0) {
-                /* RFC 6856 sections 2.1, 4 and 5 */
-                s->host->log(s, MP_LOG_NOTICE, 40204, "message %" PRIu32 " (uid %" PRIu32 ") of user=%s has non-ASCII "
-                             "header fields: refused to a client not in UTF-8 mode", i + 1, m->uid, ps->login);
-                pop3_err(s, "[UTF8] Message %" PRIu32 " has non-ASCII header fields: UTF8 needed", i + 1);
-            } else {
-                s->host->log(s, MP_LOG_ERROR, 40205, "read error in message %" PRIu32 " (uid %" PRIu32 ") of user=%s",
-                             i + 1, m->uid, ps->login);
-                pop3_err(s, "[SYS/TEMP] Cannot read message %" PRIu32, i + 1);
-            }
+            s->host->log(s, MP_LOG_ERROR, 40205, "read error in message %" PRIu32 " (uid %" PRIu32 ") of user=%s",
+                         i + 1, m->uid, ps->login);
+            pop3_err(s, "[SYS/TEMP] Cannot read message %" PRIu32, i + 1);
             return;
         }
     }

@@ -7,8 +7,8 @@
  *  - RETR and TOP (section 2.1): outside UTF-8 mode "character strings outside the ASCII repertoire MUST
  *    NOT be sent to the client as is"; for a message that needs the mode the server either sends a
  *    surrogate or fails the request with -ERR, and sections 4 and 5 give the failure a response code,
- *    "-ERR [UTF8]". We fail it (pop3_retr.c says how the check stays cheap); in UTF-8 mode messages are
- *    sent as stored.
+ *    "-ERR [UTF8]". We send a surrogate, its 8-bit header bytes as "?" (pop3_retr.c says why, and how
+ *    it stays cheap); in UTF-8 mode messages are sent as stored.
  *  - USER, PASS and APOP (section 2.2, the "UTF8 USER" capability): in UTF-8 mode a user name or password
  *    that is not well-formed UTF-8 (RFC 3629) is refused, as section 2.2 requires ("The server MUST reject
  *    UTF-8 usernames or passwords that fail to comply with the formal syntax in UTF-8"). Before UTF8 the
