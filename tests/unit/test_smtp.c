@@ -657,6 +657,46 @@ static void test_mx_recipients(void)
     finish(fs);
 }
 
+/* RCPT without a job when the user database answers at once (lookup_nowait), with one when it says
+   MP_AUTH_AGAIN or when the user has a quota to count: the same replies either way. */
+static void test_rcpt_nowait(void)
+{
+    fakes_reset();
+    fstats.nowait = 1;
+    fake_session *fs = start(MP_TLS_OFF);
+    fake_hold_jobs(fs, 1);
+    EXPECT(fs, "EHLO x\r\nMAIL FROM:<a@remote.example>\r\n", EHLO_X EHLO_TAIL "250 2.1.0 Ok\r\n");
+    EXPECT(fs, "RCPT TO:<alice@example.test>\r\n", "250 2.1.5 Ok\r\n");
+    EXPECT(fs, "RCPT TO:<nobody@example.test>\r\n",
+           "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown\r\n");
+    CU_ASSERT_FALSE(fake_job_pending(fs));
+    CU_ASSERT_EQUAL(fstats.nowait_lookups, 2);
+    CU_ASSERT_EQUAL(fstats.lookups, 0);
+    /* a quota to count, or an answer that needs I/O: a job, then the usual reply */
+    fake_feed_str(fs, "RCPT TO:<full@example.test>\r\n");
+    CU_ASSERT_STRING_EQUAL(fake_output(fs), "");
+    CU_ASSERT_TRUE(fake_job_pending(fs));
+    fake_run_job(fs);
+    CU_ASSERT_STRING_EQUAL(fake_output(fs), "452 4.2.2 <full@example.test>: Mailbox full\r\n");
+    fake_clear(fs);
+    fake_feed_str(fs, "RCPT TO:<temp@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+    CU_ASSERT_STRING_EQUAL(fake_output(fs), "");
+    fake_run_job(fs);
+    CU_ASSERT_STRING_EQUAL(fake_output(fs), "451 4.3.0 <temp@example.test>: Temporary lookup failure\r\n"
+                                            "250 2.1.5 Ok\r\n");
+    CU_ASSERT_FALSE(fake_job_pending(fs)); /* bob answered at once, after temp's job */
+    CU_ASSERT_EQUAL(fstats.lookups, 2);
+    fake_clear(fs);
+    /* the commit is still a job: 250 only once it is durable */
+    fake_feed_str(fs, "DATA\r\nhello\r\n.\r\n");
+    CU_ASSERT_STRING_EQUAL(fake_output(fs), "354 End data with <CR><LF>.<CR><LF>\r\n");
+    CU_ASSERT_EQUAL(fstats.committed, 0);
+    fake_run_job(fs);
+    CU_ASSERT_EQUAL(fstats.committed, 1);
+    CU_ASSERT_STRING_EQUAL(fstats.last_targets, "alice@example.test,bob@example.test");
+    finish(fs);
+}
+
 static void test_commit_failures(void)
 {
     fakes_reset();
@@ -1036,6 +1076,7 @@ int main(void)
     CU_add_test(s, "SIZE", test_size);
     CU_add_test(s, "MAIL/RCPT parameters", test_mail_params);
     CU_add_test(s, "MX recipients", test_mx_recipients);
+    CU_add_test(s, "RCPT without a job", test_rcpt_nowait);
     CU_add_test(s, "commit failures", test_commit_failures);
     CU_add_test(s, "close mid-DATA", test_close_mid_data);
     CU_add_test(s, "goodbyes", test_goodbyes);

@@ -227,6 +227,18 @@ static int au_lookup(mp_auth *a, const char *user, apr_pool_t *pool, mp_auth_use
     return MP_AUTH_OK;
 }
 
+/* Answers like au_lookup when a test sets fstats.nowait, but never for temp@ (as if its answer needed I/O). */
+static int au_lookup_nowait(mp_auth *a, const char *user, apr_pool_t *pool, mp_auth_user *info)
+{
+    if (!fstats.nowait || strcmp(user, "temp@example.test") == 0)
+        return MP_AUTH_AGAIN;
+    int lookups = fstats.lookups;
+    int rc = au_lookup(a, user, pool, info);
+    fstats.lookups = lookups;
+    fstats.nowait_lookups++;
+    return rc;
+}
+
 static int au_secret(mp_auth *a, const char *user, mp_secret_kind kind, apr_pool_t *pool, void *out)
 {
     (void)a; (void)pool;
@@ -265,6 +277,7 @@ static const mp_auth_iface fake_auth_iface = {
     .has_secrets = au_has_secrets,
     .failed = au_failed,
     .succeeded = au_succeeded,
+    .lookup_nowait = au_lookup_nowait,
 };
 
 const mp_provider fake_auth_provider = {

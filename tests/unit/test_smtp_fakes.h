@@ -36,6 +36,8 @@ typedef struct fake_store_stats {
     int fail_begin, fail_write;      /* set by tests */
     int scram;                       /* auth: has_secrets(SCRAM) */
     int auth_failed, auth_succeeded, lookups, verifies;
+    int nowait;                      /* set by tests: lookup_nowait answers (else MP_AUTH_AGAIN) */
+    int nowait_lookups;              /* lookup_nowait calls that answered */
     size_t spool_len;                /* the message being written */
     char *spool;
     size_t last_len;                 /* the last committed message */
