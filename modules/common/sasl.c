@@ -22,6 +22,7 @@
 #include <openssl/sha.h>
 
 #include "b64.h"
+#include "utf8.h"
 
 #define SCRAM_KEY_LEN 32                 /* SHA-256 */
 #define SCRAM_NONCE_BYTES 18             /* random bytes in the server nonce: 24 base64 characters */
@@ -180,46 +181,10 @@ static mpc_sasl_error sasl_decode(mpc_sasl *sa, const char *in, size_t len, char
     return MPC_SASL_ERR_NONE;
 }
 
-/* Well-formed UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF) without NUL. */
-static int utf8_valid(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n;
-        uint32_t cp, min;
-        if ((c & 0xe0) == 0xc0) {
-            n = 1, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (len - i <= n) /* truncated sequence */
-            return 0;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += n + 1;
-    }
-    return 1;
-}
 
 static int field_ok(const char *s, size_t len)
 {
-    return len > 0 && len <= MPC_SASL_MAX_FIELD && utf8_valid((const unsigned char *)s, len);
+    return len > 0 && len <= MPC_SASL_MAX_FIELD && !memchr(s, 0, len) && mpc_utf8_valid(s, len);
 }
 
 /* ---- PLAIN (RFC 4616): message = [authzid] NUL authcid NUL passwd ------------------------------------ */

@@ -1,6 +1,7 @@
 /* IMAP modified UTF-7 (RFC 3501 section 5.1.3): see utf7.h. */
 #include "utf7.h"
 #include "b64.h"
+#include "utf8.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -8,38 +9,6 @@
 static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
 
-/* One code point of strict UTF-8 (RFC 3629) at in[*i]; -1 when invalid. */
-static int32_t utf8_next(const unsigned char *in, size_t len, size_t *i)
-{
-    unsigned char c = in[*i];
-    int32_t cp, min;
-    size_t n;
-    if (c < 0x80) {
-        (*i)++;
-        return c;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 1, cp = c & 0x1f, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 2, cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 3, cp = c & 0x07, min = 0x10000;
-    } else {
-        return -1; /* continuation byte, 0xc0/0xc1 (always overlong) or 0xf5+ */
-    }
-    if (len - *i <= n)
-        return -1;
-    for (size_t k = 1; k <= n; k++) {
-        unsigned char cc = in[*i + k];
-        if ((cc & 0xc0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (cc & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return -1;
-    *i += n + 1;
-    return cp;
-}
 
 static size_t utf8_put(char *out, uint32_t cp)
 {
@@ -78,7 +47,7 @@ int mpc_utf8_to_mutf7(const char *in, size_t len, apr_pool_t *pool, char **out_r
     size_t i = 0;
 
     while (i < len) {
-        int32_t cp = utf8_next(u, len, &i);
+        int32_t cp = mpc_utf8_next(u, len, &i);
         if (cp <= 0)
             return -1; /* invalid, or NUL */
         if (cp >= 0x20 && cp <= 0x7e) {

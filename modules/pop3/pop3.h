@@ -127,9 +127,6 @@ void pop3_auth_greeting(mp_session *s);
 /* UTF8 (AUTHORIZATION only) and LANG (AUTHORIZATION and TRANSACTION). */
 void pop3_cmd_utf8(mp_session *s, const pop3_command *c);
 void pop3_cmd_lang(mp_session *s, const pop3_command *c);
-/* 1 when p[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above
-   U+10FFFF). */
-int pop3_utf8_valid(const char *p, size_t len);
 
 /* ---- pop3_retr.c ---- */
 /* RETR (lines == UINT64_MAX) or TOP of message index `i` (0-based): writes "+OK" and starts streaming,

@@ -31,6 +31,7 @@
 #include <openssl/rand.h>
 
 #include "pop3.h"
+#include "utf8.h"
 
 /* ---------------------------------------------------------------- policy */
 
@@ -467,7 +468,7 @@ void pop3_cmd_user(mp_session *s, const pop3_command *c)
         s->host->error(s);
         return;
     }
-    if (ps->utf8 && !pop3_utf8_valid(c->args[0].p, c->args[0].len)) {
+    if (ps->utf8 && !mpc_utf8_valid(c->args[0].p, c->args[0].len)) {
         /* RFC 6856 section 2.2: a user name that is not well-formed UTF-8 MUST be rejected */
         ps->user = NULL;
         pop3_err(s, "Invalid UTF-8 in user name");
@@ -503,7 +504,7 @@ void pop3_cmd_pass(mp_session *s, const pop3_command *c)
     }
     const char *user = ps->user;
     ps->user = NULL;
-    if (ps->utf8 && !pop3_utf8_valid(c->rest.p, c->rest.len)) {
+    if (ps->utf8 && !mpc_utf8_valid(c->rest.p, c->rest.len)) {
         /* RFC 6856 section 2.2: a password that is not well-formed UTF-8 MUST be rejected. Nothing about the
            account is known yet, so there is nothing to delay. */
         pop3_err(s, "Invalid UTF-8 in password");
@@ -533,7 +534,7 @@ void pop3_cmd_apop(mp_session *s, const pop3_command *c)
         s->host->error(s);
         return;
     }
-    if (ps->utf8 && !pop3_utf8_valid(c->args[0].p, c->args[0].len)) {
+    if (ps->utf8 && !mpc_utf8_valid(c->args[0].p, c->args[0].len)) {
         pop3_err(s, "Invalid UTF-8 in user name"); /* RFC 6856 section 2.2 */
         s->host->error(s);
         return;

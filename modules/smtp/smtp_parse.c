@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "utf8.h"
+
 /* ---------------------------------------------------------------- line framing */
 
 smtp_line_status smtp_line_find(const char *data, size_t len, size_t *line_len, size_t *consumed, int *bare)
@@ -42,40 +44,7 @@ int smtp_slice_ieq(smtp_slice a, const char *b)
 
 int smtp_utf8_valid(const unsigned char *s, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n;
-        unsigned cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (len - i <= n)
-            return 0;
-        for (size_t k = 1; k <= n; k++) {
-            unsigned char d = s[i + k];
-            if ((d & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (d & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += n + 1;
-    }
-    return 1;
+    return mpc_utf8_valid(s, len);
 }
 
 /* ---------------------------------------------------------------- commands */
