@@ -114,19 +114,18 @@ static long msg_arg(mp_session *s, const pop3_slice *a)
     return (long)(n - 1);
 }
 
-static void cmd_stat(mp_session *s)
+static void cmd_stat(mp_session *s, const pop3_command *c)
 {
+    (void)c;
     pop3_session *ps = s->state;
     /* RFC 1939 section 5: messages marked as deleted are not counted */
     s->host->printf(s, "+OK %" PRIu32 " %" PRIu64 "\r\n", ps->nmsgs - ps->ndeleted,
                     ps->total_size - ps->deleted_size);
 }
 
-static void cmd_list(mp_session *s, const pop3_command *c, int uidl)
+static void list_or_uidl(mp_session *s, const pop3_command *c, int uidl)
 {
     pop3_session *ps = s->state;
-    if (!nargs_ok(s, c, 0, 1))
-        return;
     if (c->nargs == 0) {
         pop3_out_listing(s, uidl);
         return;
@@ -142,10 +141,18 @@ static void cmd_list(mp_session *s, const pop3_command *c, int uidl)
     }
 }
 
+static void cmd_list(mp_session *s, const pop3_command *c)
+{
+    list_or_uidl(s, c, 0);
+}
+
+static void cmd_uidl(mp_session *s, const pop3_command *c)
+{
+    list_or_uidl(s, c, 1);
+}
+
 static void cmd_retr(mp_session *s, const pop3_command *c)
 {
-    if (!nargs_ok(s, c, 1, 1))
-        return;
     long i = msg_arg(s, &c->args[0]);
     if (i >= 0)
         pop3_out_message(s, (uint32_t)i, UINT64_MAX);
@@ -154,8 +161,6 @@ static void cmd_retr(mp_session *s, const pop3_command *c)
 /* TOP msg n (RFC 1939 section 7): n is a non-negative number of body lines. */
 static void cmd_top(mp_session *s, const pop3_command *c)
 {
-    if (!nargs_ok(s, c, 2, 2))
-        return;
     uint64_t lines;
     int r = pop3_parse_number(c->args[1].p, c->args[1].len, &lines);
     if (r == -1) {
@@ -172,8 +177,6 @@ static void cmd_top(mp_session *s, const pop3_command *c)
 static void cmd_dele(mp_session *s, const pop3_command *c)
 {
     pop3_session *ps = s->state;
-    if (!nargs_ok(s, c, 1, 1))
-        return;
     long i = msg_arg(s, &c->args[0]);
     if (i < 0)
         return;
@@ -185,9 +188,8 @@ static void cmd_dele(mp_session *s, const pop3_command *c)
 
 static void cmd_rset(mp_session *s, const pop3_command *c)
 {
+    (void)c;
     pop3_session *ps = s->state;
-    if (!nargs_ok(s, c, 0, 0))
-        return;
     /* RFC 1939 section 5: unmark every message marked as deleted */
     if (ps->ndeleted)
         memset(ps->deleted, 0, ps->nmsgs);
@@ -266,6 +268,7 @@ static void update_done(mp_session *s, void *arg, int closing)
 
 static void cmd_quit(mp_session *s, const pop3_command *c)
 {
+    (void)c;
     pop3_session *ps = s->state;
     if (ps->state == POP3_AUTHORIZATION) {
         /* RFC 1939 section 4: QUIT in AUTHORIZATION ends the session without UPDATE */
@@ -295,99 +298,72 @@ static void cmd_quit(mp_session *s, const pop3_command *c)
 
 /* ---------------------------------------------------------------- dispatch */
 
-static void dispatch_authorization(mp_session *s, const pop3_command *c)
+static void cmd_noop(mp_session *s, const pop3_command *c)
 {
-    switch (c->cmd) {
-    case POP3_CMD_CAPA:
-        if (nargs_ok(s, c, 0, 0))
-            pop3_cmd_capa(s);
-        return;
-    case POP3_CMD_STLS:
-        if (nargs_ok(s, c, 0, 0))
-            pop3_cmd_stls(s);
-        return;
-    case POP3_CMD_USER:
-        pop3_cmd_user(s, c);
-        return;
-    case POP3_CMD_PASS:
-        pop3_cmd_pass(s, c);
-        return;
-    case POP3_CMD_APOP:
-        pop3_cmd_apop(s, c);
-        return;
-    case POP3_CMD_AUTH:
-        pop3_cmd_auth(s, c);
-        return;
-    case POP3_CMD_UTF8:
-        pop3_cmd_utf8(s, c);
-        return;
-    case POP3_CMD_LANG:
-        pop3_cmd_lang(s, c);
-        return;
-    case POP3_CMD_QUIT:
-        if (nargs_ok(s, c, 0, 0))
-            cmd_quit(s, c);
-        return;
-    case POP3_CMD_UNKNOWN:
-        syntax_error(s, "Unknown command");
-        return;
-    default:
-        pop3_err(s, "Not logged in");
-        return;
-    }
+    (void)c;
+    pop3_ok(s, "%s", "");
 }
 
-static void dispatch_transaction(mp_session *s, const pop3_command *c)
+static void cmd_capa(mp_session *s, const pop3_command *c)
 {
-    switch (c->cmd) {
-    case POP3_CMD_STAT:
-        if (nargs_ok(s, c, 0, 0))
-            cmd_stat(s);
-        return;
-    case POP3_CMD_LIST:
-        cmd_list(s, c, 0);
-        return;
-    case POP3_CMD_UIDL:
-        cmd_list(s, c, 1);
-        return;
-    case POP3_CMD_RETR:
-        cmd_retr(s, c);
-        return;
-    case POP3_CMD_TOP:
-        cmd_top(s, c);
-        return;
-    case POP3_CMD_DELE:
-        cmd_dele(s, c);
-        return;
-    case POP3_CMD_RSET:
-        cmd_rset(s, c);
-        return;
-    case POP3_CMD_NOOP:
-        if (nargs_ok(s, c, 0, 0))
-            pop3_ok(s, "%s", "");
-        return;
-    case POP3_CMD_CAPA:
-        if (nargs_ok(s, c, 0, 0))
-            pop3_cmd_capa(s);
-        return;
-    case POP3_CMD_LANG:
-        pop3_cmd_lang(s, c); /* RFC 6856 section 3.1: valid in AUTHORIZATION and TRANSACTION */
-        return;
-    case POP3_CMD_UTF8:
-        /* RFC 6856 section 2: "Commands valid in states: AUTHORIZATION" */
-        pop3_err(s, "UTF8 is only valid before login");
-        return;
-    case POP3_CMD_QUIT:
-        if (nargs_ok(s, c, 0, 0))
-            cmd_quit(s, c);
-        return;
-    case POP3_CMD_UNKNOWN:
+    (void)c;
+    pop3_cmd_capa(s);
+}
+
+static void cmd_stls(mp_session *s, const pop3_command *c)
+{
+    (void)c;
+    pop3_cmd_stls(s);
+}
+
+enum { IN_AUTH = 1, IN_TRANS = 2 };
+
+/* Where each command is valid (RFC 1939 sections 4-7; CAPA RFC 2449, STLS RFC 2595, AUTH RFC 5034, UTF8 and
+   LANG RFC 6856 sections 2 and 3.1) and its argument count, checked here; -1: the command checks its own
+   arguments (they may hold spaces, or need state to judge). */
+static const struct {
+    unsigned char states;
+    signed char min, max;
+    void (*run)(mp_session *s, const pop3_command *c);
+} commands[] = {
+    [POP3_CMD_USER] = {IN_AUTH, -1, -1, pop3_cmd_user},
+    [POP3_CMD_PASS] = {IN_AUTH, -1, -1, pop3_cmd_pass},
+    [POP3_CMD_APOP] = {IN_AUTH, -1, -1, pop3_cmd_apop},
+    [POP3_CMD_AUTH] = {IN_AUTH, -1, -1, pop3_cmd_auth},
+    [POP3_CMD_STLS] = {IN_AUTH, 0, 0, cmd_stls},
+    [POP3_CMD_UTF8] = {IN_AUTH, -1, -1, pop3_cmd_utf8},
+    [POP3_CMD_CAPA] = {IN_AUTH | IN_TRANS, 0, 0, cmd_capa},
+    [POP3_CMD_LANG] = {IN_AUTH | IN_TRANS, -1, -1, pop3_cmd_lang},
+    [POP3_CMD_QUIT] = {IN_AUTH | IN_TRANS, 0, 0, cmd_quit},
+    [POP3_CMD_NOOP] = {IN_TRANS, 0, 0, cmd_noop},
+    [POP3_CMD_STAT] = {IN_TRANS, 0, 0, cmd_stat},
+    [POP3_CMD_LIST] = {IN_TRANS, 0, 1, cmd_list},
+    [POP3_CMD_UIDL] = {IN_TRANS, 0, 1, cmd_uidl},
+    [POP3_CMD_RETR] = {IN_TRANS, 1, 1, cmd_retr},
+    [POP3_CMD_TOP] = {IN_TRANS, 2, 2, cmd_top},
+    [POP3_CMD_DELE] = {IN_TRANS, 1, 1, cmd_dele},
+    [POP3_CMD_RSET] = {IN_TRANS, 0, 0, cmd_rset},
+};
+
+static void dispatch(mp_session *s, const pop3_command *c)
+{
+    pop3_session *ps = s->state;
+    unsigned where = ps->state == POP3_AUTHORIZATION ? IN_AUTH : IN_TRANS;
+    if ((size_t)c->cmd >= sizeof commands / sizeof commands[0] || !commands[c->cmd].run) {
         syntax_error(s, "Unknown command");
         return;
-    default:
-        pop3_err(s, "Already logged in");
+    }
+    if (!(commands[c->cmd].states & where)) {
+        if (c->cmd == POP3_CMD_UTF8)
+            pop3_err(s, "UTF8 is only valid before login");
+        else
+            pop3_err(s, where == IN_AUTH ? "Not logged in" : "Already logged in");
         return;
     }
+    int min = commands[c->cmd].min, max = commands[c->cmd].max;
+    if (min >= 0 && !nargs_ok(s, c, (unsigned)min, (unsigned)max))
+        return;
+    commands[c->cmd].run(s, c);
 }
 
 static void session_line(mp_session *s, const char *line, size_t len)
@@ -408,10 +384,8 @@ static void session_line(mp_session *s, const char *line, size_t len)
     case POP3_PARSE_OK:
         break;
     }
-    if (ps->state == POP3_AUTHORIZATION)
-        dispatch_authorization(s, &c);
-    else if (ps->state == POP3_TRANSACTION)
-        dispatch_transaction(s, &c);
+    if (ps->state == POP3_AUTHORIZATION || ps->state == POP3_TRANSACTION)
+        dispatch(s, &c); /* in UPDATE nothing more is read */
 }
 
 /* ---------------------------------------------------------------- host callbacks */
