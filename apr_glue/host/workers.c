@@ -48,6 +48,12 @@ static void *APR_THREAD_FUNC worker_main(apr_thread_t *thread, void *data)
     return NULL; /* not apr_thread_exit(): pthread_exit's unwinding confuses AddressSanitizer */
 }
 
+static apr_status_t workers_cleanup(void *data)
+{
+    mph_workers_stop(data);
+    return APR_SUCCESS;
+}
+
 apr_status_t mph_workers_start(mph_workers **w_r, unsigned n, apr_pool_t *pool)
 {
     apr_status_t rv;
@@ -58,6 +64,9 @@ apr_status_t mph_workers_start(mph_workers **w_r, unsigned n, apr_pool_t *pool)
     if ((rv = apr_thread_mutex_create(&w->mutex, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS ||
         (rv = apr_thread_cond_create(&w->cond, pool)) != APR_SUCCESS)
         return rv;
+    /* If the pool goes first, the threads stop before their mutex and condition do (a pre-cleanup runs
+       before the subpools and the plain cleanups). */
+    apr_pool_pre_cleanup_register(pool, w, workers_cleanup);
     for (; w->n < n; w->n++)
         if ((rv = apr_thread_create(&w->threads[w->n], NULL, worker_main, w, pool)) != APR_SUCCESS) {
             mph_workers_stop(w);

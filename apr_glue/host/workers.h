@@ -20,7 +20,7 @@ apr_status_t mph_workers_start(mph_workers **w_r, unsigned n, apr_pool_t *pool);
 /* Queues a task; returns APR_SUCCESS, or APR_EINVAL once the workers are stopping. */
 apr_status_t mph_workers_push(mph_workers *w, mph_task *task);
 /* Waits for the tasks under way to end and joins the threads; tasks still queued are not run (their
-   sessions are gone by then). Returns how many were left. */
+   sessions are gone by then). Returns how many were left. Idempotent; destroying the pool does it too. */
 unsigned mph_workers_stop(mph_workers *w);
 
 #endif

@@ -240,7 +240,9 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_mailproto: %s", err);
         return;
     }
-    apr_pool_cleanup_register(pchild, NULL, embed_cleanup, apr_pool_cleanup_null);
+    /* A pre-cleanup: it must run while the embedding's own pool, a subpool of pchild, still exists
+       (subpools go before a pool's plain cleanups). */
+    apr_pool_pre_cleanup_register(pchild, NULL, embed_cleanup);
 }
 
 static int process_connection(conn_rec *c)
