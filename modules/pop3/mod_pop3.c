@@ -5,9 +5,47 @@
  * `MailStore NAME:SPEC` and `UserDB NAME:SPEC` and keeps it as long as a session of that configuration
  * lives, so the auth instance's per-address failure counts are shared and nothing outlives its provider.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "pop3.h"
+
+/* ---- directives ---- */
+
+int pop3_parse_wait(const char *text, apr_interval_time_t *wait_r)
+{
+    char *end;
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    unsigned long v = strtoul(text, &end, 10);
+    apr_interval_time_t unit;
+    if (strcmp(end, "ms") == 0)
+        unit = 1000;
+    else if (*end == '\0' || strcmp(end, "s") == 0)
+        unit = APR_USEC_PER_SEC;
+    else if (strcmp(end, "m") == 0)
+        unit = 60 * APR_USEC_PER_SEC;
+    else
+        return -1;
+    if (v > 600000000ul || v * (uint64_t)unit > 600 * (uint64_t)APR_USEC_PER_SEC)
+        return -1;
+    *wait_r = (apr_interval_time_t)v * unit;
+    return 0;
+}
+
+static const char *check_wait(const char *value, apr_pool_t *pool)
+{
+    (void)pool;
+    apr_interval_time_t w;
+    return pop3_parse_wait(value, &w) == 0 ? NULL : "expected a time up to 10m: 0, 500ms, 10s, 1m";
+}
+
+static const mp_directive pop3_directives[] = {
+    {.name = "POP3LockWait", .scope = MP_SCOPE_GLOBAL | MP_SCOPE_LISTEN, .check = check_wait,
+     .help = "how long a login waits for a maildrop another POP3 session holds before -ERR [IN-USE] (default "
+             "10s; 0: at once)"},
+    {.name = NULL},
+};
 
 void pop3_providers_resolve(mp_session *s)
 {
@@ -57,5 +95,6 @@ MP_MODULE {
     .kind = MP_KIND_PROTOCOL,
     .version = "1.0",
     .description = "POP3 (RFC 1939) with CAPA, STLS, SASL AUTH, APOP, TOP, UIDL, UTF8 and LANG",
+    .directives = pop3_directives,
     .protocol = &pop3_protocol,
 };

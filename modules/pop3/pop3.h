@@ -43,7 +43,8 @@ typedef enum pop3_wait {
     POP3_WAIT_NONE = 0,
     POP3_WAIT_JOB = 1,     /* a blocking job (login, UPDATE) runs; the host delivers nothing meanwhile */
     POP3_WAIT_DELAY = 2,   /* an authentication failure is being delayed (timer) */
-    POP3_WAIT_OUTPUT = 3   /* a multi-line response is being produced (want_writable) */
+    POP3_WAIT_OUTPUT = 3,  /* a multi-line response is being produced (want_writable) */
+    POP3_WAIT_LOCK = 4     /* the maildrop is locked by another session: trying again (timer) */
 } pop3_wait;
 
 /* The providers a session works with (instances cached per module generation, mod_pop3.c). */
@@ -76,7 +77,8 @@ typedef struct pop3_session {
     apr_pool_t *auth_pool;        /* one SASL exchange or login job; secrets are wiped with it */
     mpc_sasl *sasl;
     const char *sasl_mech;
-    mp_timer *delay_timer;
+    mp_timer *delay_timer;        /* a failure's delay, or the next try for a locked maildrop */
+    apr_interval_time_t lock_wait; /* POP3LockWait */
 
     /* TRANSACTION: the maildrop as this session sees it (RFC 1939 section 5: numbers fixed for the session) */
     apr_pool_t *box_pool;
@@ -98,6 +100,9 @@ typedef struct pop3_session {
 /* Resolves (once per session) the store and auth providers and their instances from MailStore and
    UserDB. Returns ps->prov.error == NULL on success; the first failure is logged. */
 void pop3_providers_resolve(mp_session *s);
+/* POP3LockWait's value ("500ms", "10s", "1m"; a bare number is seconds; at most 10 minutes): 0 or -1. */
+int pop3_parse_wait(const char *text, apr_interval_time_t *wait_r);
+#define POP3_LOCK_WAIT_DEFAULT apr_time_from_sec(10)
 
 /* ---- pop3_session.c ---- */
 /* Sends a reply line: "+OK text" / "-ERR text", CRLF added. */

@@ -16,8 +16,10 @@
  *
  * Failed logins are answered after auth->failed()'s delay (a host timer, never a sleep), with
  * "-ERR [AUTH] Authentication failed" (RFC 3206 section 5), and count towards MaxErrors. A maildrop locked
- * by another POP3 session gets "-ERR [IN-USE]" (RFC 2449 section 8.1.2) and the session stays in
- * AUTHORIZATION; a store or user-database failure gets "-ERR [SYS/TEMP]" (RFC 3206 section 4).
+ * by another POP3 session is tried again for up to POP3LockWait (default 10 s, as long as Dovecot waits for
+ * its POP3 session lock), after 10 ms at first and then at most every 200 ms, without checking the
+ * credentials again: the other session is often just ending. Then the login gets "-ERR [IN-USE]" (RFC 2449
+ * section 8.1.2) and the session stays in AUTHORIZATION; a store or user-database failure gets "-ERR [SYS/TEMP]" (RFC 3206 section 4).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -179,6 +181,10 @@ struct pop3_login {
     apr_pool_t *pool;        /* auth_pool */
     apr_pool_t *box_pool;    /* the maildrop's */
     /* out */
+    uint64_t quota_bytes, quota_messages;
+    apr_interval_time_t waited; /* for the lock so far: the sum of the tries' delays */
+    int tries;
+    int verdict_given;       /* the SASL machine has heard the verdict */
     int auth_rc;             /* MP_AUTH_OK, MP_AUTH_FAIL, MP_AUTH_TEMPFAIL */
     int denied;              /* allow_nets refused the client address */
     int store_rc;
@@ -204,12 +210,36 @@ static void apop_digest(const char *banner, const char *secret, char hex[33])
     OPENSSL_cleanse(md, sizeof md);
 }
 
+/* Worker thread: opens and locks the maildrop of L->login (RFC 1939 section 4), and takes its listing. */
+static void open_maildrop(pop3_login *L)
+{
+    const mp_store_iface *si = L->prov.store_if;
+    int src = si->user_open(L->prov.store, L->login, 1, L->box_pool, &L->u);
+    if (src == MP_STORE_OK) {
+        if (si->set_quota_limits)
+            si->set_quota_limits(L->u, L->quota_bytes, L->quota_messages);
+        src = si->folder_open(L->u, "INBOX", 0, L->box_pool, &L->f);
+    }
+    if (src == MP_STORE_OK)
+        src = si->folder_lock(L->f);
+    if (src == MP_STORE_OK) {
+        si->folder_messages(L->f, &L->msgs, &L->nmsgs);
+    } else {
+        if (L->f)
+            si->folder_close(L->f);
+        if (L->u)
+            si->user_close(L->u);
+        L->f = NULL;
+        L->u = NULL;
+    }
+    L->store_rc = src;
+}
+
 /* Worker thread: credentials, then the maildrop (RFC 1939 section 4: lock it, or refuse the login). */
 static void login_work(void *arg)
 {
     pop3_login *L = arg;
     const mp_auth_iface *ai = L->prov.auth_if;
-    const mp_store_iface *si = L->prov.store_if;
     mp_auth_user info;
     memset(&info, 0, sizeof info);
     int rc = MP_AUTH_FAIL;
@@ -246,26 +276,15 @@ static void login_work(void *arg)
         return;
     }
     L->login = apr_pstrdup(L->pool, info.user && *info.user ? info.user : L->user);
+    L->quota_bytes = info.quota_bytes;
+    L->quota_messages = info.quota_messages;
+    open_maildrop(L);
+}
 
-    int src = si->user_open(L->prov.store, L->login, 1, L->box_pool, &L->u);
-    if (src == MP_STORE_OK) {
-        if (si->set_quota_limits)
-            si->set_quota_limits(L->u, info.quota_bytes, info.quota_messages);
-        src = si->folder_open(L->u, "INBOX", 0, L->box_pool, &L->f);
-    }
-    if (src == MP_STORE_OK)
-        src = si->folder_lock(L->f);
-    if (src == MP_STORE_OK) {
-        si->folder_messages(L->f, &L->msgs, &L->nmsgs);
-    } else {
-        if (L->f)
-            si->folder_close(L->f);
-        if (L->u)
-            si->user_close(L->u);
-        L->f = NULL;
-        L->u = NULL;
-    }
-    L->store_rc = src;
+/* Worker thread: another try at a maildrop that was locked (the credentials were checked before). */
+static void relock_work(void *arg)
+{
+    open_maildrop(arg);
 }
 
 /* Ends the exchange: wipes and frees what the authorization attempt held. */
@@ -289,7 +308,7 @@ void pop3_auth_reset(mp_session *s)
     if (ps->delay_timer)
         s->host->timer_cancel(s, ps->delay_timer);
     ps->delay_timer = NULL;
-    if (ps->wait == POP3_WAIT_DELAY)
+    if (ps->wait == POP3_WAIT_DELAY || ps->wait == POP3_WAIT_LOCK)
         ps->wait = POP3_WAIT_NONE;
     ps->user = NULL;
 }
@@ -359,6 +378,68 @@ static void login_result(mp_session *s, pop3_login *L)
 }
 
 static void sasl_handle(mp_session *s, mpc_sasl_status st, mpc_sasl_out *out);
+static void login_done(mp_session *s, void *arg, int closing);
+
+/* The job could not start: the login ends with a temporary failure. */
+static void login_not_started(mp_session *s, pop3_login *L)
+{
+    pop3_session *ps = s->state;
+    if (L->password)
+        OPENSSL_cleanse(L->password, L->password_len);
+    L->password = NULL;
+    s->host->log(s, MP_LOG_ERROR, 40106, "cannot start the login job");
+    pop3_err(s, "[SYS/TEMP] Authentication temporarily unavailable, try again later");
+    if (ps->box_pool)
+        apr_pool_destroy(ps->box_pool);
+    ps->box_pool = NULL;
+    ps->wait = POP3_WAIT_NONE;
+    auth_end(s);
+}
+
+/* Runs the job: the whole login, or (after a locked maildrop) the maildrop part again. */
+static void login_job(mp_session *s, pop3_login *L, mp_work_fn work)
+{
+    pop3_session *ps = s->state;
+    if (apr_pool_create(&ps->box_pool, s->pool) != APR_SUCCESS) {
+        ps->box_pool = NULL;
+        login_not_started(s, L);
+        return;
+    }
+    L->box_pool = ps->box_pool;
+    L->u = NULL;
+    L->f = NULL;
+    if (s->host->run_blocking(s, work, login_done, L) != MP_OK) {
+        login_not_started(s, L);
+        return;
+    }
+    ps->wait = POP3_WAIT_JOB;
+}
+
+static void lock_retry_fired(mp_session *s, void *arg)
+{
+    pop3_session *ps = s->state;
+    ps->delay_timer = NULL;
+    ps->wait = POP3_WAIT_NONE;
+    login_job(s, arg, relock_work);
+}
+
+/* The maildrop was locked by another session: another try after a while (10 ms, doubling up to 200 ms),
+   while POP3LockWait lasts. Returns 1 when one is scheduled. */
+static int lock_retry_later(mp_session *s, pop3_login *L)
+{
+    pop3_session *ps = s->state;
+    apr_interval_time_t d = apr_time_from_msec(10) << (L->tries < 5 ? L->tries : 5);
+    if (d > apr_time_from_msec(200))
+        d = apr_time_from_msec(200);
+    if (d > ps->lock_wait - L->waited)
+        d = ps->lock_wait - L->waited;
+    if (d <= 0 || (ps->delay_timer = s->host->timer_start(s, d, lock_retry_fired, L)) == NULL)
+        return 0;
+    L->waited += d;
+    L->tries++;
+    ps->wait = POP3_WAIT_LOCK;
+    return 1;
+}
 
 static void login_done(mp_session *s, void *arg, int closing)
 {
@@ -385,12 +466,15 @@ static void login_done(mp_session *s, void *arg, int closing)
         auth_end(s);
         return;
     }
-    if (ps->sasl && L->mode == LOGIN_VERIFY) {
+    if (ps->sasl && L->mode == LOGIN_VERIFY && !L->verdict_given) {
         /* AUTH PLAIN/LOGIN: the machine learns the verdict (and wipes its copy of the password) */
         mpc_sasl_out out;
+        L->verdict_given = 1;
         if (mpc_sasl_verified(ps->sasl, L->auth_rc, &out) != MPC_SASL_SUCCESS && L->auth_rc == MP_AUTH_OK)
             L->auth_rc = MP_AUTH_FAIL;
     }
+    if (L->auth_rc == MP_AUTH_OK && L->store_rc == MP_STORE_LOCKED && lock_retry_later(s, L))
+        return; /* L stays in the auth pool for the next try */
     login_result(s, L);
     auth_end(s); /* L lived in the auth pool */
 }
@@ -421,24 +505,7 @@ static void login_start(mp_session *s, login_mode mode, const char *method, cons
     L->peer = s->peer_addr;
     L->prov = ps->prov;
     L->pool = ps->auth_pool;
-    if (apr_pool_create(&ps->box_pool, s->pool) != APR_SUCCESS) {
-        ps->box_pool = NULL;
-        pop3_err(s, "[SYS/TEMP] Out of memory");
-        auth_end(s);
-        return;
-    }
-    L->box_pool = ps->box_pool;
-    if (s->host->run_blocking(s, login_work, login_done, L) != MP_OK) {
-        if (L->password)
-            OPENSSL_cleanse(L->password, L->password_len);
-        s->host->log(s, MP_LOG_ERROR, 40106, "cannot start the login job");
-        pop3_err(s, "[SYS/TEMP] Authentication temporarily unavailable, try again later");
-        apr_pool_destroy(ps->box_pool);
-        ps->box_pool = NULL;
-        auth_end(s);
-        return;
-    }
-    ps->wait = POP3_WAIT_JOB;
+    login_job(s, L, login_work);
 }
 
 static int new_auth_pool(mp_session *s)

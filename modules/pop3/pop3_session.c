@@ -395,6 +395,8 @@ int pop3_on_connect(mp_session *s)
     pop3_session *ps = s->state;
     memset(ps, 0, sizeof *ps);
     pop3_providers_resolve(s);
+    if (pop3_parse_wait(s->host->config(s, "POP3LockWait"), &ps->lock_wait) != 0)
+        ps->lock_wait = POP3_LOCK_WAIT_DEFAULT;
     pop3_auth_greeting(s);
     const char *name = s->host->config(s, "ServerName");
     s->host->log(s, MP_LOG_DEBUG, 40001, "pop3 session started");

@@ -28,6 +28,10 @@ ALICE, ALICE_PW = "alice@example.test", "wonderland"
 JUERGEN, JUERGEN_PW = "j\u00fcrgen@example.test", "p\u00e4ssw\u00f6rd"
 UTF8_USERS = dict(USERS, **{JUERGEN: JUERGEN_PW})
 
+# mod_pop3's directives as the tests set them: a login waits this long for a maildrop another session
+# holds before [IN-USE] (the default, 10 s, would make every [IN-USE] test wait that long)
+MODULE_DEFAULTS = {"POP3LockWait": "300ms"}
+
 _seq = [0]
 
 
@@ -145,7 +149,10 @@ def httpd_factory(request, free_port, tls_cert):
         lines += [f"MailprotoLoad maildir {mods}/mod_maildir.so", f"MailprotoLoad passwd {mods}/mod_passwd.so",
                   "MailprotoLocalDomains example.test", "MailprotoStore maildir:mail/%d/%n",
                   "MailprotoUserDB passwd-file:users"]
-        lines += [f"Mailproto{k} {v}" for k, v in overrides.items()]
+        overrides = dict(MODULE_DEFAULTS, **overrides)
+        # a directive of a module has no Mailproto* twin: MailprotoDirective carries it
+        lines += [f"MailprotoDirective {k} {v}" if k in MODULE_DEFAULTS else f"Mailproto{k} {v}"
+                  for k, v in overrides.items()]
         h.write(lines, vhosts)
         (h.root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8")
         (h.root / "mail").mkdir(exist_ok=True)
@@ -181,7 +188,7 @@ def pop3env(request, make_server, free_port, tls_cert):
         extra += ["LoadModule               maildir mod_maildir.so", "LoadModule               passwd mod_passwd.so"]
         extra += ["LocalDomains             example.test", "MailStore                maildir:mail/%d/%n",
                   "UserDB                   passwd-file:users"]
-        cfg = dict(LoadModule="pop3 mod_pop3.so")
+        cfg = dict(LoadModule="pop3 mod_pop3.so", **MODULE_DEFAULTS)
         cfg.update(overrides)
         srv = make_server(listeners, extra_lines=extra, **cfg)
         (srv.dir / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8")

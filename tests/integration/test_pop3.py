@@ -292,6 +292,28 @@ def test_two_sessions_in_use(pop3env):
     assert env.files(ALICE) == []
 
 
+def test_login_waits_for_a_session_that_ends(pop3env):
+    """POP3LockWait: a login that finds the maildrop locked tries again while the wait lasts, so a session that
+    ends meanwhile hands the maildrop over instead of the newcomer getting [IN-USE]."""
+    env = pop3env(tls=("off",), POP3LockWait="20s")
+    env.seed(ALICE, CRLF_MSG)
+    first = env.login()
+    second = env.client()
+    assert second.cmd(f"USER {ALICE}") == "+OK"
+    second.send(f"PASS {ALICE_PW}\r\nSTAT\r\n")
+    # no answer while the first session holds the maildrop (an [IN-USE] would come at once without the wait)
+    with pytest.raises(socket.timeout):
+        second.readline(timeout=0.5)
+    assert first.cmd("DELE 1") == "+OK Marked to be deleted"
+    assert first.cmd("QUIT") == "+OK Logging out"
+    first.close()
+    # the maildrop as the first session left it, and the pipelined STAT after the login
+    assert second.readline().startswith("+OK Logged in, 0 messages")
+    assert second.readline() == "+OK 0 0"
+    assert second.cmd("QUIT") == "+OK Logging out"
+    second.close()
+
+
 def test_dropped_connection_deletes_nothing(pop3env):
     env = pop3env(tls=("off",))
     env.seed(ALICE, CRLF_MSG)

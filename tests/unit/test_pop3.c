@@ -534,13 +534,27 @@ static void test_concurrent_changes(void)
     finish(fs);
 }
 
+/* A session whose maildrop another holds, with the given POP3LockWait (NULL: the default). */
+static fake_session *start_waiting(const char *lock_wait)
+{
+    fake_session *fs = fake_new_module(&mp_module_descriptor, MP_TLS_OFF);
+    pop3fake_setup(fs);
+    if (lock_wait)
+        fake_set_config(fs, "POP3LockWait", lock_wait);
+    CU_ASSERT_EQUAL(fake_connect(fs), 0);
+    fake_clear(fs);
+    return fs;
+}
+
 static void test_in_use(void)
 {
+    /* POP3LockWait 0: [IN-USE] at once */
     mailbox();
     fake_session *a = logged_in(MP_TLS_OFF);
-    fake_session *b = start(MP_TLS_OFF);
+    fake_session *b = start_waiting("0");
     CU_ASSERT_STRING_EQUAL(cmd(b, "USER alice\r\nPASS secret\r\n"),
                            "+OK\r\n-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n");
+    CU_ASSERT_EQUAL(fake_timers_active(b), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(b), "[mp40104]"));
     /* still in AUTHORIZATION */
     CU_ASSERT_STRING_EQUAL(cmd(b, "STAT\r\n"), "-ERR Not logged in\r\n");
@@ -548,6 +562,54 @@ static void test_in_use(void)
     CU_ASSERT_EQUAL(strncmp(cmd(b, "USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in", 18), 0);
     CU_ASSERT_TRUE(pop3fake_locked(ALICE));
     finish(a);
+    finish(b);
+    CU_ASSERT_FALSE(pop3fake_locked(ALICE));
+    CU_ASSERT_EQUAL(pop3fake_stats_now.folder_opens, pop3fake_stats_now.folder_closes);
+
+    /* the default, 10 s: tries after 10, 20, 40, 80, 160 ms, then every 200 ms, and [IN-USE] once they add
+       up to 10 s; pipelined input waits meanwhile, and the password is checked only once */
+    mailbox();
+    a = logged_in(MP_TLS_OFF);
+    b = start_waiting(NULL);
+    CU_ASSERT_STRING_EQUAL(cmd(b, "USER alice\r\nPASS secret\r\nNOOP\r\n"), "+OK\r\n");
+    fake_clear(b);
+    apr_interval_time_t waited = 0;
+    unsigned tries = 0;
+    while (fake_timers_active(b) && tries < 100) {
+        apr_interval_time_t d = fake_last_timer_after(b);
+        CU_ASSERT(d == apr_time_from_msec(10) << (tries < 5 ? tries : 5) || d == apr_time_from_msec(200) ||
+                  waited + d == apr_time_from_sec(10));
+        CU_ASSERT_STRING_EQUAL(fake_output(b), "");
+        waited += d;
+        tries++;
+        fake_fire_timers(b);
+    }
+    CU_ASSERT_EQUAL(waited, apr_time_from_sec(10));
+    CU_ASSERT_EQUAL(tries, 54);
+    CU_ASSERT_EQUAL(pop3fake_stats_now.verify_calls, 2); /* a's login and b's, once */
+    CU_ASSERT_STRING_EQUAL(fake_output(b), "-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n"
+                                           "-ERR Not logged in\r\n");
+    CU_ASSERT_EQUAL(pop3fake_stats_now.folder_opens, pop3fake_stats_now.folder_closes + 1); /* a's only */
+
+    /* the holder leaves during the wait: the next try logs in */
+    fake_clear(b);
+    CU_ASSERT_STRING_EQUAL(cmd(b, "USER alice\r\nPASS secret\r\n"), "+OK\r\n");
+    fake_clear(b);
+    fake_fire_timers(b);
+    fake_fire_timers(b);
+    CU_ASSERT_STRING_EQUAL(fake_output(b), "");
+    CU_ASSERT_STRING_EQUAL(cmd(a, "QUIT\r\n"), "+OK Logging out\r\n");
+    fake_clear(b);
+    fake_fire_timers(b);
+    CU_ASSERT_EQUAL(strncmp(fake_output(b), "+OK Logged in, 3 messages", 25), 0);
+    CU_ASSERT_EQUAL(fake_timers_active(b), 0);
+    finish(a);
+
+    /* a client that leaves while waiting: nothing stays open or locked */
+    fake_session *c = start_waiting(NULL);
+    CU_ASSERT_STRING_EQUAL(cmd(c, "USER alice\r\nPASS secret\r\n"), "+OK\r\n");
+    CU_ASSERT_EQUAL(fake_timers_active(c), 1);
+    finish(c);
     finish(b);
     CU_ASSERT_FALSE(pop3fake_locked(ALICE));
     CU_ASSERT_EQUAL(pop3fake_stats_now.folder_opens, pop3fake_stats_now.folder_closes);
