@@ -19,7 +19,8 @@
  * by another POP3 session is tried again for up to POP3LockWait (default 10 s, as long as Dovecot waits for
  * its POP3 session lock), after 10 ms at first and then at most every 200 ms, without checking the
  * credentials again: the other session is often just ending. Then the login gets "-ERR [IN-USE]" (RFC 2449
- * section 8.1.2) and the session stays in AUTHORIZATION; a store or user-database failure gets "-ERR [SYS/TEMP]" (RFC 3206 section 4).
+ * section 8.1.2) and the session stays in AUTHORIZATION. A store or user-database failure gets
+ * "-ERR [SYS/TEMP]" (RFC 3206 section 4).
  */
 #include <inttypes.h>
 #include <stdio.h>
