@@ -50,7 +50,6 @@ static const struct {
     {"en", "English", "Responses will be in English"},
 };
 
-
 /* ---------------------------------------------------------------- UTF8 */
 
 void pop3_cmd_utf8(mp_session *s, const pop3_command *c)

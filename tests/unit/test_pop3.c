@@ -16,6 +16,7 @@
 #include <mailproto/host.h>
 #include "b64.h"
 #include "fake_host.h"
+#include "pop3.h"
 #include "pop3_parse.h"
 #include "test_pop3.h"
 #include "test_pop3_fake.h"
@@ -532,6 +533,33 @@ static void test_concurrent_changes(void)
     fs = start(MP_TLS_OFF);
     CU_ASSERT_EQUAL(strncmp(cmd(fs, "USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in, 2 messages", 30), 0);
     finish(fs);
+}
+
+static void test_lock_wait_values(void)
+{
+    static const struct {
+        const char *text;
+        apr_interval_time_t want; /* -1: refused */
+    } cases[] = {
+        {"0", 0}, {"500ms", 500000}, {"10s", apr_time_from_sec(10)}, {"10", apr_time_from_sec(10)},
+        {"1m", apr_time_from_sec(60)}, {"10m", apr_time_from_sec(600)}, {"600000ms", apr_time_from_sec(600)},
+        {"11m", -1}, {"601", -1}, {"1h", -1}, {"", -1}, {"s", -1}, {"-1", -1}, {"5 s", -1}, {"5sec", -1},
+        {"99999999999999999999", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        apr_interval_time_t got = -1;
+        int r = pop3_parse_wait(cases[i].text, &got);
+        CU_ASSERT_EQUAL(r, cases[i].want < 0 ? -1 : 0);
+        if (cases[i].want >= 0)
+            CU_ASSERT_EQUAL(got, cases[i].want);
+    }
+    CU_ASSERT_EQUAL(pop3_parse_wait(NULL, &(apr_interval_time_t){0}), -1);
+    /* the directive is declared, with its check */
+    const mp_directive *d = mp_module_descriptor.directives;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_STRING_EQUAL(d[0].name, "POP3LockWait");
+    CU_ASSERT_PTR_NULL(d[0].check("10s", NULL));
+    CU_ASSERT_PTR_NOT_NULL(d[0].check("ten", NULL));
 }
 
 /* A session whose maildrop another holds, with the given POP3LockWait (NULL: the default). */
@@ -1163,6 +1191,7 @@ int main(void)
         {"update failure", test_update_failure},
         {"concurrent changes", test_concurrent_changes},
         {"IN-USE", test_in_use},
+        {"POP3LockWait values", test_lock_wait_values},
         {"store failures", test_store_failures},
         {"STLS and injection", test_stls_and_injection},
         {"STLS forgets USER", test_stls_forgets_user},
