@@ -48,28 +48,41 @@ typedef struct rcpt_job {
     mp_store_user *u;
 } rcpt_job;
 
-static void rcpt_work(void *arg)
+/* The RCPT checks: the user database, the user's store, and the mailbox's usage when the user has a limit.
+   Returns 1 when j is answered (rcpt_done follows), 0 when it needs a job: with `nowait`, only what needs
+   no I/O is done here, on the session's thread: the user database must answer from memory
+   (lookup_nowait), and no usage may need counting. The store's user_open is then name lookups in a Maildir
+   that normally exists (the dentry cache; a first delivery makes it: a few mkdirs, no fsync), the kind of
+   work a large message's spool file already does on the loop. That spares a thread hand-off and two
+   context switches per recipient. */
+static int rcpt_check(rcpt_job *j, int nowait)
 {
-    rcpt_job *j = arg;
     mp_auth_user info;
     memset(&info, 0, sizeof info);
     j->lookup_rc = MP_AUTH_OK;
+    int limited = 0;
     if (j->auth) {
-        j->lookup_rc = j->auth_if->lookup(j->auth, j->user, j->txn->pool, &info);
+        if (nowait && !j->auth_if->lookup_nowait)
+            return 0;
+        j->lookup_rc = nowait ? j->auth_if->lookup_nowait(j->auth, j->user, j->txn->pool, &info)
+                              : j->auth_if->lookup(j->auth, j->user, j->txn->pool, &info);
+        limited = j->lookup_rc == MP_AUTH_OK && (info.quota_bytes || info.quota_messages);
+        if (nowait && (j->lookup_rc == MP_AUTH_AGAIN || limited))
+            return 0;
         if (j->lookup_rc != MP_AUTH_OK)
-            return;
+            return 1;
         if (info.user && *info.user)
             j->user = info.user;
     }
     j->open_rc = j->store_if->user_open(j->store, j->user, 1, j->txn->pool, &j->u);
     if (j->open_rc != MP_STORE_OK) {
         j->u = NULL;
-        return;
+        return 1;
     }
     /* RFC 1870 / RFC 3463 X.2.2: refuse at RCPT time when the mailbox is already full. Only users with a
        limit are checked: counting a mailbox's usage reads its folders (the store checks again at commit). */
-    if (!j->auth || !(info.quota_bytes || info.quota_messages))
-        return;
+    if (!limited)
+        return 1;
     if (j->store_if->set_quota_limits)
         j->store_if->set_quota_limits(j->u, info.quota_bytes, info.quota_messages);
     mp_quota q;
@@ -80,33 +93,12 @@ static void rcpt_work(void *arg)
             (q.messages_limit && q.messages >= q.messages_limit))
             j->full = 1;
     }
+    return 1;
 }
 
-/* RCPT without a job, when the user database answers from memory (lookup_nowait) and the user has no
-   quota whose usage would have to be counted. The store's user_open is then name lookups in a Maildir that
-   normally exists (the dentry cache; a first delivery makes it: a few mkdirs, no fsync), the kind of work
-   a large message's spool file already does on the loop. It spares a thread hand-off and two context
-   switches per recipient. Returns 1 when j is answered (rcpt_done follows), 0 when a job must do it. */
-static int rcpt_nowait(rcpt_job *j)
+static void rcpt_work(void *arg)
 {
-    mp_auth_user info;
-    memset(&info, 0, sizeof info);
-    j->lookup_rc = MP_AUTH_OK;
-    if (j->auth) {
-        if (!j->auth_if->lookup_nowait)
-            return 0;
-        j->lookup_rc = j->auth_if->lookup_nowait(j->auth, j->user, j->txn->pool, &info);
-        if (j->lookup_rc == MP_AUTH_AGAIN || (j->lookup_rc == MP_AUTH_OK && (info.quota_bytes || info.quota_messages)))
-            return 0;
-        if (j->lookup_rc != MP_AUTH_OK)
-            return 1;
-        if (info.user && *info.user)
-            j->user = info.user;
-    }
-    j->open_rc = j->store_if->user_open(j->store, j->user, 1, j->txn->pool, &j->u);
-    if (j->open_rc != MP_STORE_OK)
-        j->u = NULL;
-    return 1;
+    rcpt_check(arg, 0);
 }
 
 static void rcpt_refused_log(mp_session *s, const char *addr, const char *why)
@@ -322,7 +314,7 @@ void smtp_cmd_rcpt(mp_session *s, const smtp_command *cmd)
     j->notify = notify.p ? apr_pstrmemdup(t->pool, notify.p, notify.len) : NULL;
     j->orcpt = orcpt.p ? apr_pstrmemdup(t->pool, orcpt.p, orcpt.len) : NULL;
     j->declared_size = t->declared_size;
-    if (rcpt_nowait(j))
+    if (rcpt_check(j, 1))
         rcpt_done(s, j, 0);
     else
         smtp_run_job(s, rcpt_work, rcpt_done, j);
