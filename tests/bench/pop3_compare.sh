@@ -8,7 +8,7 @@
 #
 # usage: tests/bench/pop3_compare.sh          (as root on Debian 12; installs and starts Dovecot if needed)
 # env:   BUILD=build-bench (a RelWithDebInfo build there, brought up to date first)  PEERS=/tmp/peers
-#        MSGS=50 SIZE=4096 (per user, users 91-100)  SECS=20 PROCS=4  ROUNDS=2  PORT=11110  WORK=/tmp/pop3-bench
+#        MSGS=50 SIZE=4096 (per user, users 91-100)  SECS=20 PROCS=4  ROUNDS=3  PORT=11110  WORK=/tmp/pop3-bench
 #
 # Seeding: the same generated messages (LF line ends, as an MTA writes them) are written into both
 # Maildir trees directly (tmp/ then rename into new/), so both servers start from identical maildrops that
@@ -31,7 +31,7 @@ MSGS=${MSGS:-50}
 SIZE=${SIZE:-4096}
 SECS=${SECS:-20}
 PROCS=${PROCS:-4}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 USERS=91-100
 lo=${USERS%-*} hi=${USERS#*-}
 
@@ -117,9 +117,14 @@ EOF
 
 results=$WORK/results.txt
 : > "$results"
+. "$here/cpu.sh"
 run() { # name port max_retr
-	local line
+	local line n
+	cpu_mark
 	line=$(USERS=$USERS PROCS=$PROCS SECS=$SECS MAX_RETR=$3 "$peers_dir/bench-pop3.sh" 127.0.0.1 "$2" | grep '^RESULT')
+	n=$(echo "$line" | sed -n 's/.* retr=\([0-9]*\).*/\1/p')
+	# CPU per RETR (with its share of the logins): the server's (all but the client) and the client's
+	line="$line server_us=$(cpu_server_us "${n:-0}") client_us=$(cpu_client_us "${n:-0}")"
 	echo "$1 max_retr=$3 $line" | tee -a "$results"
 }
 for r in $(seq 1 "$ROUNDS"); do
@@ -142,7 +147,14 @@ def med(name, mr, key):
 d_mb, m_mb = med("dovecot", 0, "bytes"), med("mailproto", 0, "bytes")
 d_rs, m_rs = med("dovecot", 0, "retr"), med("mailproto", 0, "retr")
 d_s, m_s = med("dovecot", 1, "sessions"), med("mailproto", 1, "sessions")
+def med_us(name, key):
+    vals = [float(m.group(1)) for r in rows if r[0] == name and r[1] == "max_retr=0"
+            for m in [re.search(key + r"=([\d.]+)", " ".join(r))] if m]
+    return statistics.median(vals) if vals else float("nan")
 print(f"RETR throughput: Dovecot {d_mb:.2f} MB/s ({d_rs:.0f} RETR/s), mailprotod {m_mb:.2f} MB/s ({m_rs:.0f} RETR/s): "
       f"ratio {m_mb / d_mb:.2f}")
+print(f"CPU per RETR (RETR runs, median): server Dovecot {med_us('dovecot', 'server_us'):.0f} us, "
+      f"mailprotod {med_us('mailproto', 'server_us'):.0f} us; client {med_us('dovecot', 'client_us'):.0f} us "
+      f"with Dovecot, {med_us('mailproto', 'client_us'):.0f} us with mailprotod")
 print(f"sessions (MAX_RETR=1): Dovecot {d_s:.1f}/s, mailprotod {m_s:.1f}/s: ratio {m_s / d_s:.2f}")
 EOF

@@ -63,6 +63,7 @@ if [ "${BENCH_FS:-}" = journal ]; then
 fi
 
 rate_of() { sed -n 's/.*rate=\([0-9.]*\).*/\1/p' | tail -1; }
+. "$here/cpu.sh"
 
 echo "== setup: Postfix (peers harness)"
 bash "$PEERS_DIR/setup-postfix.sh" >"$work/setup-postfix.log" 2>&1 || { tail -20 "$work/setup-postfix.log"; die "setup-postfix.sh failed"; }
@@ -84,7 +85,9 @@ fs_desc() {
 echo "== durable-write ceiling (4 KiB, write+fsync+rename+fsync dir) in $store ($(fs_desc "$store"))"
 cc -O2 -pthread -o "$work/durable_write" "$here/durable_write.c" || die "cannot compile durable_write.c"
 dw1=$("$work/durable_write" "$store/dw1" 1 1000 "$SIZE" | tee /dev/stderr | rate_of)
+cpu_mark
 dw20=$("$work/durable_write" "$store/dw20" 20 "$COUNT" "$SIZE" | tee /dev/stderr | rate_of)
+dw_cpu=$(cpu_client_us "$COUNT")
 
 st1='' st20=''
 if [ -x "$build/tests/store_tool" ]; then
@@ -121,7 +124,9 @@ for _ in $(seq 1 50); do ss -ltn | grep -q "127.0.0.1:$PORT " && break; sleep 0.
 ss -ltn | grep -q "127.0.0.1:$PORT " || { cat "$work/mp/stderr"; die "mailprotod did not start"; }
 # one message first, so that the Maildir exists for the delivery counter
 swaks --server 127.0.0.1 --port "$PORT" --from a@test --to u1@localhost --silent 2 >/dev/null 2>&1 || true
+cpu_mark
 out=$(RCPT=u1@localhost DELIVERY_DIR="$store/mail/localhost/u1/new" bash "$PEERS_DIR/bench-smtp.sh" "127.0.0.1:$PORT")
+mp_cpu=$(cpu_server_us "$COUNT") mp_client=$(cpu_client_us "$COUNT")
 echo "$out"
 mp=$(echo "$out" | grep 'RESULT smtp-delivery' | rate_of)
 kill "$pid"; wait "$pid" 2>/dev/null; pid=
@@ -135,19 +140,20 @@ echo "== Postfix on 127.0.0.1:$SMTP_PORT into $PEER_MAIL/u1/Maildir"
 bash "$PEERS_DIR/peers-ctl.sh" start >/dev/null 2>&1 || true
 swaks --server 127.0.0.1 --port "$SMTP_PORT" --from a@test --to u1@localhost --silent 2 >/dev/null 2>&1 || true
 for _ in $(seq 1 50); do [ -d "$PEER_MAIL/u1/Maildir/new" ] && break; sleep 0.2; done
+cpu_mark
 out=$(RCPT=u1@localhost DELIVERY_DIR="$PEER_MAIL/u1/Maildir/new" bash "$PEERS_DIR/bench-smtp.sh" "127.0.0.1:$SMTP_PORT")
+pf_cpu=$(cpu_server_us "$COUNT")
 echo "$out"
 pf=$(echo "$out" | grep 'RESULT smtp-delivery' | rate_of)
 
 echo "== smtp-sink (no storage)"
 # The client's own CPU time per message, read from its process group's accounting (the harness is a
 # shell): what the load generator takes from the two cores whatever the server.
-t_before=$(awk '{print $16 + $17}' /proc/$$/stat)
+cpu_mark
 out=$(bash "$PEERS_DIR/bench-smtp.sh" sink)
-t_after=$(awk '{print $16 + $17}' /proc/$$/stat)
+sink_cpu=$(cpu_server_us "$COUNT") client_us=$(cpu_client_us "$COUNT")
 echo "$out"
 sink=$(echo "$out" | grep 'RESULT smtp ' | rate_of)
-client_us=$(awk "BEGIN { printf \"%.0f\", ($t_after - $t_before) * 1e6 / $(getconf CLK_TCK) / $COUNT }")
 
 ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"n/a\" }"; }
 echo
@@ -162,5 +168,15 @@ echo "  mailprotod / ceiling(20)      = $(ratio "${mp:-0}" "${dw20:-0}")   (goal
 echo "  mailprotod / smtp-sink        = $(ratio "${mp:-0}" "${sink:-0}")"
 echo "  save_commit(20) / ceiling(20) = $(ratio "${st20:-0}" "${dw20:-0}")   (the store alone)"
 echo "  smtp-sink / ceiling(20)       = $(ratio "${sink:-0}" "${dw20:-0}")   (no server can do better with this client here)"
-echo "  load generator CPU            = ${client_us:-?} us per message (smtp-source, measured in the sink run; $(nproc) cores)"
+echo "  load generator CPU            = ${client_us:-?} us per message (smtp-source, measured in the sink run; ${mp_client:-?} in mailprotod's run)"
+echo "  durable-write ceiling's own CPU = ${dw_cpu:-?} us per file (20 writers: what a durable 4 KiB file costs here)"
+echo "  CPU per message, all but the load generator (server processes, kernel, disk and network work):"
+echo "      mailprotod ${mp_cpu:-?} us, Postfix ${pf_cpu:-?} us, smtp-sink ${sink_cpu:-?} us   (Postfix / mailprotod = $(ratio "${pf_cpu:-0}" "${mp_cpu:-0}"))"
+# What 0.6 of the ceiling asks of a server here: the cores' time per message at that rate, less the load
+# generator's share, is all the server may spend.
+awk -v c="${dw20:-0}" -v n="$(nproc)" -v cl="${mp_client:-0}" -v mp="${mp_cpu:-0}" 'BEGIN {
+	if (c <= 0) exit
+	t = 0.6 * c; budget = n * 1e6 / t - cl
+	printf "  0.6 x ceiling = %.0f msg/s: %d cores allow %.0f us per message, of which the load generator takes %s,\n", t, n, n * 1e6 / t, cl
+	printf "      which leaves the server %.0f us (mailprotod uses %s us)\n", budget, mp }'
 echo "  file system: $(fs_desc "$store")"
