@@ -46,6 +46,8 @@
 #define SMTP_MAX_AUTH_LINE 12288
 /* Default MaxRecipients: RFC 5321 section 4.5.3.1.8 asks for at least 100. */
 #define SMTP_DEFAULT_MAX_RCPTS 100
+/* RCPT attempts a transaction may make beyond MaxRecipients before each one counts as an error. */
+#define SMTP_RCPT_TRIES_SLACK 100
 #define SMTP_DEFAULT_MAX_SIZE (50u * 1024 * 1024)
 /* Message bytes gathered before one save_write(). */
 #define SMTP_STAGE_SIZE 16384

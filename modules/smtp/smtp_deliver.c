@@ -225,6 +225,12 @@ void smtp_cmd_rcpt(mp_session *s, const smtp_command *cmd)
         smtp_reply(s, "452 4.5.3 Error: too many recipients"); /* RFC 5321 section 4.5.3.1.10 */
         return;
     }
+    /* Refused recipients cost memory in the transaction too (the address, the lookup): past this many
+       attempts, every RCPT is an error, and MaxErrors ends a client that keeps trying. */
+    if (t->rcpt_tries > ss->conf.max_rcpts + SMTP_RCPT_TRIES_SLACK) {
+        smtp_error_reply(s, "452 4.5.3 Error: too many recipients tried");
+        return;
+    }
     smtp_envelope_arg ea;
     switch (smtp_parse_envelope(cmd->arg.p, cmd->arg.len, 1, &ea)) {
     case SMTP_PARSE_OK:
@@ -474,17 +480,18 @@ static const char *tls_text(mp_session *s)
                         ti.cipher ? ti.cipher : "?");
 }
 
+/* One pass: the list may hold MaxRecipients addresses, each with a 500-octet ORCPT. */
 static const char *rcpt_list(smtp_txn *t, int with_dsn)
 {
-    const char *out = "";
+    apr_array_header_t *parts = apr_array_make(t->pool, t->rcpts->nelts * 2 + 1, sizeof(const char *));
     for (int i = 0; i < t->rcpts->nelts; i++) {
         const smtp_rcpt *r = &APR_ARRAY_IDX(t->rcpts, i, smtp_rcpt);
-        out = apr_psprintf(t->pool, "%s%s<%s>", out, i ? "," : "", r->addr);
+        APR_ARRAY_PUSH(parts, const char *) = apr_pstrcat(t->pool, i ? "," : "", "<", r->addr, ">", NULL);
         if (with_dsn && (r->notify || r->orcpt))
-            out = apr_psprintf(t->pool, "%s(notify=%s orcpt=%s)", out, r->notify ? r->notify : "-",
-                               r->orcpt ? r->orcpt : "-");
+            APR_ARRAY_PUSH(parts, const char *) = apr_pstrcat(t->pool, "(notify=", r->notify ? r->notify : "-",
+                                                              " orcpt=", r->orcpt ? r->orcpt : "-", ")", NULL);
     }
-    return out;
+    return apr_array_pstrcat(t->pool, parts, 0);
 }
 
 /* The same answer for the whole message: one reply, or in LMTP one per recipient (RFC 2033 4.2). */
@@ -711,19 +718,23 @@ void smtp_cmd_bdat(mp_session *s, const smtp_command *cmd)
         digits++;
     uint64_t size;
     int last = 0;
-    if (!cmd->has_arg || smtp_parse_size(p, digits, &size) < 0 ||
-        !(digits == n || (n - digits == 5 && p[digits] == ' ' && strncasecmp(p + digits + 1, "LAST", 4) == 0))) {
+    if (!cmd->has_arg || digits == 0 || smtp_parse_size(p, digits, &size) < 0) {
         smtp_error_reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
         return;
     }
-    last = digits != n;
+    int syntax_ok = digits == n || (n - digits == 5 && p[digits] == ' ' && strncasecmp(p + digits + 1, "LAST", 4) == 0);
+    last = syntax_ok && digits != n;
     ss->bdat_left = size;
     ss->bdat_last = last;
     ss->bdat_discard = 0;
     ss->bdat_reset = 0;
     smtp_txn *t = ss->txn;
     const char *refusal;
-    if (s->listener->tls == MP_TLS_REQUIRED && !s->tls_active) {
+    if (!syntax_ok) {
+        /* The size was readable: those octets are the chunk, read and dropped like any refused chunk,
+           never taken as commands. */
+        bdat_refuse_chunk(ss, "501 5.5.4 Syntax: BDAT chunk-size [LAST]", 0);
+    } else if (s->listener->tls == MP_TLS_REQUIRED && !s->tls_active) {
         bdat_refuse_chunk(ss, "530 5.7.0 Must issue a STARTTLS command first", 0);
     } else if (data_allowed(s, &refusal) < 0) {
         bdat_refuse_chunk(ss, refusal, 0);

@@ -654,6 +654,18 @@ static void test_mx_recipients(void)
     EXPECT(fs, "MAIL FROM:<a@remote.example>\r\nRCPT TO:<x@remote.example>\r\nDATA\r\n",
            "250 2.1.0 Ok\r\n550 5.7.1 <x@remote.example>: Relay access denied\r\n554 5.5.1 Error: no valid recipients\r\n");
     EXPECT(fs, "RSET\r\nMAIL FROM:<a@remote.example>\r\nDATA\r\n", "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n503 5.5.1 Error: need RCPT command\r\n");
+    /* refusals that are not errors (a full mailbox) are bounded too: MaxRecipients + 100 attempts, then
+       each RCPT is an error, so that MaxErrors ends the session and its memory stays bounded */
+    EXPECT(fs, "RSET\r\nMAIL FROM:<a@remote.example>\r\n", "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n");
+    unsigned errors = fake_errors(fs);
+    for (int i = 0; i < 2 + 100; i++)
+        EXPECT(fs, "RCPT TO:<full@example.test>\r\n", "452 4.2.2 <full@example.test>: Mailbox full\r\n");
+    CU_ASSERT_EQUAL(fake_errors(fs), errors);
+    EXPECT(fs, "RCPT TO:<full@example.test>\r\n", "452 4.5.3 Error: too many recipients tried\r\n");
+    EXPECT(fs, "RCPT TO:<alice@example.test>\r\n", "452 4.5.3 Error: too many recipients tried\r\n");
+    CU_ASSERT_EQUAL(fake_errors(fs), errors + 2);
+    EXPECT(fs, "RSET\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n",
+           "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"); /* a new transaction starts again */
     finish(fs);
 }
 
@@ -834,10 +846,22 @@ static void test_bdat(void)
                                 "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
                                 "503 5.5.1 Error: need MAIL command\r\n250 2.0.0 Ok\r\n");
     CU_ASSERT_EQUAL(fstats.committed, 0);
-    /* syntax */
-    BOTH(MP_TLS_OFF, NULL, "EHLO x\r\nBDAT\r\nBDAT x\r\nBDAT 1 LASTX\r\nBDAT 1  LAST\r\n",
+    /* syntax: when the size is readable, that many octets are the chunk, dropped, never run as commands */
+    BOTH(MP_TLS_OFF, NULL, "EHLO x\r\nBDAT\r\nBDAT x\r\nBDAT 1 LASTX\r\nQBDAT 6  LAST\r\nRSET\r\nNOOP\r\n",
          EHLO_X EHLO_TAIL "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
-         "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
+         "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
+         "250 2.0.0 Ok\r\n");
+    fakes_reset();
+    fake_session *sx = start(MP_TLS_OFF);
+    EXPECT_STORED(sx,
+                  "EHLO x\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+                  "BDAT 39  LAST\r\nRSET\r\nMAIL FROM:<evil@remote.example>\r\nBDAT 2 LAST\r\nhi",
+                  EHLO_X EHLO_TAIL "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
+    CU_ASSERT(fstats.last && strncmp(fstats.last, "Return-Path: <a@remote.example>\r\n", 33) == 0);
+    size_t hl = 0;
+    const char *hb = fakes_last_body(&hl);
+    CU_ASSERT(hb && hl == 2 && memcmp(hb, "hi", 2) == 0);
+    finish(sx);
     /* BDAT 0 LAST alone: an empty message with our trace headers */
     fakes_reset();
     fake_session *fs = start(MP_TLS_OFF);
