@@ -106,6 +106,16 @@ static int msg_differs(const mp_msg *a, const mp_msg *b)
     return 0;
 }
 
+/* The index record of the view's message `uid`, or NULL when the index no longer numbers messages as the
+   view does: rebuilt with a new UIDVALIDITY (its file lost or damaged), a UID there may name another
+   message, and no flag, deletion or read may go by it. */
+static md_rec *view_find(mp_folder *f, uint32_t uid)
+{
+    if (f->snap_uidvalidity && f->ix.uidvalidity != f->snap_uidvalidity)
+        return NULL;
+    return md_index_find_uid(&f->ix, uid);
+}
+
 static mp_msg *snap_find(mp_folder *f, uint32_t uid, uint32_t *seq_r)
 {
     uint32_t lo = 0, hi = f->count;
@@ -336,7 +346,7 @@ int md_store_flags(mp_folder *f, uint32_t uid, int mode, uint32_t flags, uint32_
     int rv = md_index_load(ix, f->dir, NULL); /* cheap when nobody else wrote */
     if (rv == MP_STORE_OK && (!ix->loaded || md_keywords_load(&f->kw, f->dir) != 0))
         rv = MP_STORE_ERR;
-    md_rec *r = rv == MP_STORE_OK ? md_index_find_uid(ix, uid) : NULL;
+    md_rec *r = rv == MP_STORE_OK ? view_find(f, uid) : NULL;
     if (rv == MP_STORE_OK && !r)
         rv = MP_STORE_NOTFOUND; /* expunged by another session */
     /* RFC 7162 section 3.2: UNCHANGEDSINCE fails when the message changed after that MODSEQ. */
@@ -374,7 +384,7 @@ int md_store_flags(mp_folder *f, uint32_t uid, int mode, uint32_t flags, uint32_
         }
         /* Someone else renamed it (Dovecot, a MUA): find its name now. */
         rv = md_sync_locked(ix, f->root, f->dir, 0, NULL);
-        if (rv == MP_STORE_OK && !(r = md_index_find_uid(ix, uid)))
+        if (rv == MP_STORE_OK && !(r = view_find(f, uid)))
             rv = MP_STORE_NOTFOUND;
     }
     md_unlock(f->lock_fd);
@@ -421,7 +431,7 @@ int md_expunge(mp_folder *f, const uint32_t *uids, uint32_t nuids, const mp_sync
         uint32_t uid = f->msgs[i].uid;
         if (sorted && !bsearch(&uid, sorted, nuids, sizeof *sorted, uid_cmp))
             continue;
-        md_rec *r = md_index_find_uid(ix, uid);
+        md_rec *r = view_find(f, uid);
         if (!r || !(md_suffix_flags(r->suffix, NULL) & MP_FLAG_DELETED))
             continue; /* already gone (the next sync tells), or not \Deleted */
         snprintf(path, sizeof path, "%s/%s/%s%s", f->dir, r->in_new ? "new" : "cur", r->base, r->suffix);
@@ -515,7 +525,7 @@ int md_copy(mp_folder *f, const uint32_t *uids, uint32_t nuids, const char *to, 
                 if (strcmp(names[x], m->keywords[k]) == 0)
                     mask |= 1u << dest_letter[x];
         for (int attempt = 0;; attempt++) {
-            md_rec *r = md_index_find_uid(&f->ix, uids[i]);
+            md_rec *r = view_find(f, uids[i]);
             if (!r && attempt == 0) {
                 if ((rv = refresh(f, 0, NULL)) != MP_STORE_OK)
                     break;
@@ -563,7 +573,7 @@ int md_copy(mp_folder *f, const uint32_t *uids, uint32_t nuids, const char *to, 
         if ((rv = view_lock(f)) == MP_STORE_OK) {
             rv = md_sync_locked(&f->ix, f->root, f->dir, 0, NULL); /* the files' names as they are now */
             for (uint32_t i = 0; rv == MP_STORE_OK && i < nuids; i++) {
-                md_rec *r = md_index_find_uid(&f->ix, uids[i]);
+                md_rec *r = view_find(f, uids[i]);
                 char path[4096];
                 if (!r)
                     continue;
@@ -608,7 +618,7 @@ int md_message_open(mp_folder *f, uint32_t uid, apr_pool_t *pool, mp_msg_stream 
     if (!snap_find(f, uid, NULL))
         return MP_STORE_NOTFOUND;
     for (int attempt = 0;; attempt++) {
-        md_rec *r = md_index_find_uid(&f->ix, uid);
+        md_rec *r = view_find(f, uid);
         int fd = -1;
         char path[4096] = "";
         if (r) {

@@ -555,6 +555,47 @@ static void test_uidvalidity_restart_and_rebuild(void)
     S->user_close(u);
 }
 
+/* The index rebuilt under an open view (its file lost): the view's UIDs now name other messages, so
+   nothing is flagged, deleted or read by them (a POP3 QUIT must not delete the wrong message). */
+static void test_rebuilt_index_under_a_view(void)
+{
+    mp_store_user *u = user("dora@example.test");
+    mp_folder *f;
+    for (int i = 1; i <= 3; i++)
+        CU_ASSERT_EQUAL(deliver(u, apr_psprintf(pool, "m%d\r\n", i)), MP_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(S->folder_open(u, "INBOX", 0, pool, &f), MP_STORE_OK);
+    CU_ASSERT_EQUAL(S->store_flags(f, 1, 1, MP_FLAG_DELETED, 0, NULL, 0), MP_STORE_OK);
+    CU_ASSERT_EQUAL(S->expunge(f, NULL, 0, NULL, NULL), MP_STORE_OK);
+    S->folder_close(f);
+    /* a POP3-like view: UIDs 2 (m2) and 3 (m3) */
+    CU_ASSERT_EQUAL_FATAL(S->folder_open(u, "INBOX", 0, pool, &f), MP_STORE_OK);
+    CU_ASSERT_EQUAL(S->folder_lock(f), MP_STORE_OK);
+    const mp_msg *m;
+    uint32_t n;
+    S->folder_messages(f, &m, &n);
+    CU_ASSERT_FATAL(n == 2 && m[0].uid == 2 && m[1].uid == 3);
+    /* another reader rebuilds the lost index: m2 and m3 become UIDs 1 and 2 of a new UIDVALIDITY */
+    const char *ixpath = apr_pstrcat(pool, tmpdir, "/mail/example.test/dora/mailproto-uidlist", NULL);
+    CU_ASSERT_EQUAL_FATAL(unlink(ixpath), 0);
+    mp_folder_status st;
+    CU_ASSERT_EQUAL(S->folder_peek(u, "INBOX", &st), MP_STORE_OK);
+    uint32_t uid = 2;
+    CU_ASSERT_EQUAL(S->store_flags(f, uid, 1, MP_FLAG_DELETED, 0, NULL, 0), MP_STORE_NOTFOUND);
+    S->expunge(f, &uid, 1, NULL, NULL);
+    mp_msg_stream *ms;
+    CU_ASSERT_EQUAL(S->message_open(f, 3, pool, &ms), MP_STORE_NOTFOUND);
+    S->folder_close(f);
+    /* both messages are still there, untouched */
+    CU_ASSERT_EQUAL_FATAL(S->folder_open(u, "INBOX", 1, pool, &f), MP_STORE_OK);
+    S->folder_messages(f, &m, &n);
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT_STRING_EQUAL(read_msg(f, m[0].uid, 100, NULL), "m2\r\n");
+    CU_ASSERT_STRING_EQUAL(read_msg(f, m[1].uid, 100, NULL), "m3\r\n");
+    CU_ASSERT_EQUAL(m[0].flags & MP_FLAG_DELETED, 0);
+    S->folder_close(f);
+    S->user_close(u);
+}
+
 static void test_view_sees_other_writers(void)
 {
     mp_store_user *u = user(ALICE);
@@ -1604,6 +1645,7 @@ int main(void)
     CU_add_test(s, "flags and keywords in file names", test_flags_and_keywords);
     CU_add_test(s, "append, copy, move, expunge with UIDs", test_append_copy_move_expunge);
     CU_add_test(s, "UIDVALIDITY across restarts and rebuilds", test_uidvalidity_restart_and_rebuild);
+    CU_add_test(s, "an index rebuilt under an open view", test_rebuilt_index_under_a_view);
     CU_add_test(s, "a view sees other writers", test_view_sees_other_writers);
     CU_add_test(s, "tmp/ leftovers", test_tmp_leftovers);
     CU_add_test(s, "hostile folder names", test_hostile_folder_names);
