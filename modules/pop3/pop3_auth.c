@@ -211,7 +211,7 @@ static void apop_digest(const char *banner, const char *secret, char hex[33])
     OPENSSL_cleanse(md, sizeof md);
 }
 
-/* Worker thread: opens and locks the maildrop of L->login (RFC 1939 section 4), and takes its listing. */
+/* Worker thread: opens and locks the maildrop of L->login (RFC 1939 section 4), then takes its listing. */
 static void open_maildrop(pop3_login *L)
 {
     const mp_store_iface *si = L->prov.store_if;
@@ -223,6 +223,10 @@ static void open_maildrop(pop3_login *L)
     }
     if (src == MP_STORE_OK)
         src = si->folder_lock(L->f);
+    /* The listing is taken under the lock: the view opened just before it may still show messages that the
+       session ending meanwhile deleted at its QUIT. */
+    if (src == MP_STORE_OK)
+        src = si->folder_sync(L->f, NULL, NULL);
     if (src == MP_STORE_OK) {
         si->folder_messages(L->f, &L->msgs, &L->nmsgs);
     } else {

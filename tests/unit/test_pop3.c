@@ -533,6 +533,16 @@ static void test_concurrent_changes(void)
     fs = start(MP_TLS_OFF);
     CU_ASSERT_EQUAL(strncmp(cmd(fs, "USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in, 2 messages", 30), 0);
     finish(fs);
+
+    /* a session whose QUIT deletes a message just between this login's open and its lock: the listing is
+       taken under the lock, so the deleted message is not in it */
+    pop3fake_cfg.expunge_before_lock = 3;
+    unsigned syncs = pop3fake_stats_now.folder_syncs;
+    fs = start(MP_TLS_OFF);
+    CU_ASSERT_EQUAL(strncmp(cmd(fs, "USER alice\r\nPASS secret\r\n"), "+OK\r\n+OK Logged in, 1 messages", 30), 0);
+    CU_ASSERT_EQUAL(pop3fake_stats_now.folder_syncs, syncs + 1);
+    CU_ASSERT_STRING_EQUAL(cmd(fs, "UIDL 2\r\n"), "-ERR No such message\r\n");
+    finish(fs);
 }
 
 static void test_lock_wait_values(void)

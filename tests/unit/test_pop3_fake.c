@@ -144,6 +144,7 @@ struct mp_store_user {
 
 struct mp_folder {
     fuser *u;
+    apr_pool_t *pool;
     int locked;
     mp_msg *view;
     uint32_t n;
@@ -184,6 +185,18 @@ static void st_user_close(mp_store_user *u)
 
 static void st_set_quota_limits(mp_store_user *u, uint64_t b, uint64_t m) {}
 
+/* The view: a copy of the user's messages as they are now. */
+static void view_take(mp_folder *f)
+{
+    f->n = f->u->n;
+    f->view = apr_pcalloc(f->pool, (f->n ? f->n : 1) * sizeof *f->view);
+    for (uint32_t i = 0; i < f->n; i++) {
+        fmsg *m = &f->u->msgs[i];
+        f->view[i] = (mp_msg){.uid = m->uid, .flags = m->flags, .size = (uint64_t)((long)m->len + pop3fake_cfg.size_adjust),
+                              .key = apr_pstrdup(f->pool, m->key)};
+    }
+}
+
 static int st_folder_open(mp_store_user *u, const char *name, int readonly, apr_pool_t *pool, mp_folder **f_r)
 {
     if (pop3fake_cfg.fail_folder_open)
@@ -193,14 +206,17 @@ static int st_folder_open(mp_store_user *u, const char *name, int readonly, apr_
     pop3fake_stats_now.folder_opens++;
     mp_folder *f = apr_pcalloc(pool, sizeof *f);
     f->u = u->u;
-    f->n = u->u->n;
-    f->view = apr_pcalloc(pool, (f->n ? f->n : 1) * sizeof *f->view);
-    for (uint32_t i = 0; i < f->n; i++) {
-        fmsg *m = &u->u->msgs[i];
-        f->view[i] = (mp_msg){.uid = m->uid, .flags = m->flags, .size = (uint64_t)((long)m->len + pop3fake_cfg.size_adjust),
-                              .key = apr_pstrdup(pool, m->key)};
-    }
+    f->pool = pool;
+    view_take(f);
     *f_r = f;
+    return MP_STORE_OK;
+}
+
+static int st_folder_sync(mp_folder *f, const mp_sync_cb *cb, void *arg)
+{
+    (void)cb, (void)arg;
+    pop3fake_stats_now.folder_syncs++;
+    view_take(f);
     return MP_STORE_OK;
 }
 
@@ -224,6 +240,12 @@ static int st_folder_lock(mp_folder *f)
         return MP_STORE_OK;
     if (f->u->locked)
         return MP_STORE_LOCKED;
+    if (pop3fake_cfg.expunge_before_lock) { /* another session's QUIT, just between the open and the lock */
+        uint32_t i;
+        if (msg_get(f->u, pop3fake_cfg.expunge_before_lock, &i))
+            msg_remove(f->u, i);
+        pop3fake_cfg.expunge_before_lock = 0;
+    }
     f->u->locked = f->locked = 1;
     return MP_STORE_OK;
 }
@@ -301,6 +323,7 @@ static const mp_store_iface store_iface = {
     .folder_open = st_folder_open,
     .folder_close = st_folder_close,
     .folder_messages = st_folder_messages,
+    .folder_sync = st_folder_sync,
     .folder_lock = st_folder_lock,
     .message_open = st_message_open,
     .stream_read = st_stream_read,

@@ -27,7 +27,7 @@
 
 typedef struct pop3fake_stats {
     unsigned user_opens, user_closes;
-    unsigned folder_opens, folder_closes;
+    unsigned folder_opens, folder_closes, folder_syncs;
     unsigned stream_opens, stream_closes;
     unsigned expunges;            /* expunge() calls */
     unsigned flag_calls;          /* store_flags() calls */
@@ -42,6 +42,7 @@ typedef struct pop3fake_config {
     long read_fail_after;         /* stream_read fails once this many bytes were read (-1: never) */
     int fail_folder_open;         /* folder_open returns MP_STORE_ERR */
     int fail_expunge;             /* expunge returns MP_STORE_ERR */
+    uint32_t expunge_before_lock;  /* folder_lock first removes this UID (another session's QUIT), once */
     int fail_store_instance;      /* instance() of the store fails */
     int plaintext_secrets;        /* has_secrets(MP_SECRET_PLAINTEXT) */
     int scram_secrets;            /* has_secrets(MP_SECRET_SCRAM_SHA256) */
