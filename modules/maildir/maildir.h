@@ -117,6 +117,10 @@ int md_make_maildir(const char *dir, int folder); /* new cur tmp (+ maildirfolde
 int md_remove_tree(const char *path);
 /* Copies src to the new file dst (O_EXCL) and fsyncs it. 0, -1 with errno. */
 int md_copy_file(const char *src, const char *dst);
+/* A copy of src published as dst (a name in dir's new/ or cur/) the Maildir way: written and fsync'ed in
+   dir/tmp/ first, then given the name dst, never replacing a file there (EEXIST). No name in new/ or cur/
+   ever shows a partial copy. 0, or -1 with errno. */
+int md_copy_into(const char *src, const char *dir, const char *dst, apr_pool_t *pool);
 /* The CRLF size of a file: its size plus one for each bare LF. */
 int md_file_crlf_size(const char *path, uint64_t *size_r, int64_t *mtime_r);
 /* Removes tmp/ files older than md_tmp_max_age seconds (their ctime): leftovers of a crash. */

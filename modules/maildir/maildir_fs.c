@@ -313,7 +313,13 @@ int md_mkdir_beneath(const char *base, const char *rel)
     }
     char *save = NULL;
     for (char *comp = strtok_r(r, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
-        if (mkdirat(fd, comp, 0700) != 0 && errno != EEXIST) {
+        if (mkdirat(fd, comp, 0700) == 0) {
+            /* the new entry durable in its parent: the first delivery's 250 must not depend on luck */
+            if (fsync(fd) != 0) {
+                md_log(MP_LOG_ERROR, 60119, "fsync(%s/...) failed: %s", base, strerror(errno));
+                goto out;
+            }
+        } else if (errno != EEXIST) {
             md_log(MP_LOG_ERROR, 60112, "mkdir(%s/.../%s) failed: %s", base, comp, strerror(errno));
             goto out;
         }
@@ -339,13 +345,23 @@ int md_make_maildir(const char *dir, int folder)
 {
     static const char *const subs[] = {"cur", "new", "tmp"};
     char path[4096];
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    int made = 0;
+    if (mkdir(dir, 0700) == 0) {
+        snprintf(path, sizeof path, "%s", dir);
+        char *slash = strrchr(path, '/');
+        if (slash && slash != path)
+            *slash = '\0';
+        if (slash && md_fsync_dir(path) != 0) /* the maildir's own entry in its parent */
+            return -1;
+    } else if (errno != EEXIST) {
         md_log(MP_LOG_ERROR, 60114, "mkdir(%s) failed: %s", dir, strerror(errno));
         return -1;
     }
     for (size_t i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        if (mkdir(path, 0700) == 0)
+            made = 1;
+        else if (errno != EEXIST) {
             md_log(MP_LOG_ERROR, 60115, "mkdir(%s) failed: %s", path, strerror(errno));
             return -1;
         }
@@ -358,8 +374,9 @@ int md_make_maildir(const char *dir, int folder)
             return -1;
         }
         close(fd);
+        made = 1;
     }
-    return 0;
+    return made ? md_fsync_dir(dir) : 0; /* new/ cur/ tmp/ durable before anything is delivered there */
 }
 
 static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
@@ -412,6 +429,27 @@ out:;
         if (rv != 0)
             unlink(dst);
     }
+    errno = saved;
+    return rv;
+}
+
+int md_copy_into(const char *src, const char *dir, const char *dst, apr_pool_t *pool)
+{
+    const char *tmp = apr_pstrcat(pool, dir, "/tmp/", md_unique_base(pool), NULL);
+    if (md_copy_file(src, tmp) != 0)
+        return -1;
+    int rv = link(tmp, dst);
+    if (rv != 0 && (errno == EPERM || errno == EMLINK || errno == ENOTSUP)) {
+        /* no hard links here: a rename that refuses to replace, or a plain one where the file system
+           cannot say (the name is unique: time, pid, counter, host) */
+        rv = renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE);
+        if (rv != 0 && (errno == EINVAL || errno == ENOSYS))
+            rv = rename(tmp, dst);
+        if (rv == 0)
+            return 0;
+    }
+    int saved = errno;
+    unlink(tmp);
     errno = saved;
     return rv;
 }

@@ -155,7 +155,7 @@ int md_link_into(const char *src, const char *dir, const char *sub, const char *
         const char *dst = apr_pstrcat(pool, dir, "/", sub, "/", base, suffix, NULL);
         int rv = link(src, dst);
         if (rv != 0 && (errno == EXDEV || errno == EPERM || errno == EMLINK || errno == ENOTSUP))
-            rv = md_copy_file(src, dst); /* another file system, or no hard links: a copy, fsync'ed */
+            rv = md_copy_into(src, dir, dst, pool); /* another file system, or no hard links: a copy */
         if (rv == 0) {
             *base_r = base;
             return 0;

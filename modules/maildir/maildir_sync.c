@@ -279,10 +279,12 @@ static int reconcile(md_index *ix, const char *dir, apr_pool_t *pool)
     return MP_STORE_OK;
 }
 
-/* Maildir: a message someone has seen lives in cur/ with an info suffix. */
+/* Maildir: a message someone has seen lives in cur/ with an info suffix. cur/ is fsync'ed after a move:
+   without a journal, new/ may reach the disk without the message before cur/ has it. */
 static void move_new(md_index *ix, const char *dir)
 {
     char from[4096], to[4096];
+    int moved = 0;
     for (uint32_t i = 0; i < ix->n; i++) {
         md_rec *r = &ix->recs[i];
         if (r->dead || !r->in_new)
@@ -290,10 +292,16 @@ static void move_new(md_index *ix, const char *dir)
         const char *suffix = r->suffix[0] ? r->suffix : ":2,";
         snprintf(from, sizeof from, "%s/new/%s%s", dir, r->base, r->suffix);
         snprintf(to, sizeof to, "%s/cur/%s%s", dir, r->base, suffix);
-        if (rename(from, to) == 0)
+        if (rename(from, to) == 0) {
             md_index_update(ix, r, suffix, 0, 0);
-        else if (errno != ENOENT)
+            moved = 1;
+        } else if (errno != ENOENT) {
             md_log(MP_LOG_ERROR, 60304, "rename(%s, %s) failed: %s", from, to, strerror(errno));
+        }
+    }
+    if (moved) {
+        snprintf(to, sizeof to, "%s/cur", dir);
+        md_fsync_dir(to);
     }
 }
 

@@ -596,6 +596,31 @@ static void test_rebuilt_index_under_a_view(void)
     S->user_close(u);
 }
 
+int md_copy_into(const char *src, const char *dir, const char *dst, apr_pool_t *pool); /* modules/maildir */
+
+/* The fallback when a delivery cannot hard-link (another file system, no links): the copy is made in tmp/
+   and only then named in new/, never over a file already there. */
+static void test_copy_into(void)
+{
+    mp_store_user *u = user(ALICE);
+    const char *src = apr_pstrcat(pool, tmpdir, "/copy-src", NULL);
+    spit(src, "Subject: copied\r\n\r\nbody\r\n");
+    const char *dst = upath("new/1700000000.copy.test");
+    int tmp_before = count_files(upath("tmp"));
+    CU_ASSERT_EQUAL(md_copy_into(src, upath(""), dst, pool), 0);
+    CU_ASSERT_STRING_EQUAL(slurp(dst), "Subject: copied\r\n\r\nbody\r\n");
+    CU_ASSERT_EQUAL(count_files(upath("tmp")), tmp_before);
+    spit(src, "another\r\n");
+    errno = 0;
+    CU_ASSERT_EQUAL(md_copy_into(src, upath(""), dst, pool), -1);
+    CU_ASSERT_EQUAL(errno, EEXIST);
+    CU_ASSERT_STRING_EQUAL(slurp(dst), "Subject: copied\r\n\r\nbody\r\n");
+    CU_ASSERT_EQUAL(count_files(upath("tmp")), tmp_before);
+    unlink(dst);
+    unlink(src);
+    S->user_close(u);
+}
+
 static void test_view_sees_other_writers(void)
 {
     mp_store_user *u = user(ALICE);
@@ -1646,6 +1671,7 @@ int main(void)
     CU_add_test(s, "append, copy, move, expunge with UIDs", test_append_copy_move_expunge);
     CU_add_test(s, "UIDVALIDITY across restarts and rebuilds", test_uidvalidity_restart_and_rebuild);
     CU_add_test(s, "an index rebuilt under an open view", test_rebuilt_index_under_a_view);
+    CU_add_test(s, "a copy goes through tmp/", test_copy_into);
     CU_add_test(s, "a view sees other writers", test_view_sees_other_writers);
     CU_add_test(s, "tmp/ leftovers", test_tmp_leftovers);
     CU_add_test(s, "hostile folder names", test_hostile_folder_names);
