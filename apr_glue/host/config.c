@@ -241,13 +241,16 @@ static const char *set_user(parser *p, mph_listen_conf *l, const char *n, const 
     return NULL;
 }
 
+/* A certificate that cannot be loaded is reported at the line that named it. */
 static const char *set_cert(parser *p, mph_listen_conf *l, const char *n, const char *v)
 {
+    *(l ? &l->cert_line : &p->conf->cert_line) = p->line;
     return path_value(p, n, v, l ? &l->cert_file : &p->conf->cert_file);
 }
 
 static const char *set_key(parser *p, mph_listen_conf *l, const char *n, const char *v)
 {
+    *(l ? &l->key_line : &p->conf->key_line) = p->line;
     return path_value(p, n, v, l ? &l->key_file : &p->conf->key_file);
 }
 

@@ -41,6 +41,7 @@ typedef struct mph_listen_conf {
     mp_tls_mode tls;            /* TLS (default off) */
     const char *cert_file;      /* TLSCertificateFile inside the block, else NULL (use global) */
     const char *key_file;
+    int cert_line, key_line;    /* lines of the block's TLSCertificateFile and KeyFile (0: none) */
     int max_connections;        /* MaxConnections inside the block, else the global value */
     int max_per_client;         /* MaxConnectionsPerClient inside the block, else the global value */
     apr_interval_time_t idle_timeout; /* IdleTimeout inside the block, else the global value */
@@ -61,6 +62,7 @@ typedef struct mph_conf {
     const char *user;           /* User, or NULL */
     const char *cert_file;      /* TLSCertificateFile, resolved, or NULL */
     const char *key_file;       /* TLSCertificateKeyFile, resolved, or NULL */
+    int cert_line, key_line;    /* lines of the global TLSCertificateFile and KeyFile (0: none) */
     const char *log_level;      /* LogLevel error|warn|notice|info|debug (default notice) */
     int threads;                /* Threads (default 0 = one per core) */
     int workers;                /* Workers, blocking-work threads (default 16) */

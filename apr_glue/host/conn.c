@@ -287,6 +287,14 @@ void mph_conn_job_done(mph_conn *c, void *data)
     mph_job *job = data;
     c->job_pending = 0;
     int closing = c->peer_gone || c->destroyed;
+    if (!closing) {
+        /* The idle clock runs again from here (a job may outlast IdleTimeout), and the loop's next check
+           may have been set an hour ahead while the job ran. */
+        conn_touch(c);
+        apr_time_t d = mph_conn_deadline(c);
+        if (d < c->loop->next_check)
+            c->loop->next_check = d;
+    }
     c->in_callback = 1;
     job->done(&c->session, job->arg, closing);
     c->in_callback = 0;
@@ -396,8 +404,13 @@ static void *h_provider_instance(mp_session *s, const char *kind, const char *di
                 name, (unsigned)p->iface_version, (unsigned)iface_version);
         return NULL;
     }
+    /* The key is kept (in the configuration's pool) only with a new instance: sessions must not grow it. */
+    size_t klen = strlen(kind) + 1 + strlen(value) + 1;
+    char kbuf[512], *key = klen <= sizeof kbuf ? kbuf : malloc(klen);
+    if (!key)
+        return NULL;
+    snprintf(key, klen, "%s|%s", kind, value);
     apr_thread_mutex_lock(rt->inst_mutex);
-    char *key = apr_pstrcat(rt->inst_pool, kind, "|", value, NULL);
     void *inst = apr_hash_get(rt->instances, key, APR_HASH_KEY_STRING);
     if (!inst) {
         const char *base = h_config(s, "ServerRoot");
@@ -407,10 +420,12 @@ static void *h_provider_instance(mp_session *s, const char *kind, const char *di
             mph_log(s, MP_LOG_ERROR, 10119, "%s %s: %s", directive, value, err ? err : "cannot make an instance");
             inst = NULL;
         } else {
-            apr_hash_set(rt->instances, key, APR_HASH_KEY_STRING, inst);
+            apr_hash_set(rt->instances, apr_pstrdup(rt->inst_pool, key), APR_HASH_KEY_STRING, inst);
         }
     }
     apr_thread_mutex_unlock(rt->inst_mutex);
+    if (key != kbuf)
+        free(key);
     if (inst)
         *iface_r = p->iface;
     return inst;
@@ -534,6 +549,11 @@ mph_conn *mph_conn_new(mph_loop *loop, apr_socket_t *sock, apr_pool_t *pool, mph
 
 static void conn_begin_handshake(mph_conn *c)
 {
+    /* Whatever the handler's path to start_tls(), nothing sent in the clear crosses into the TLS session
+       (RFC 3207 section 4.2, RFC 2595 section 3.1). */
+    if (c->in_len > 0)
+        mph_log(&c->session, MP_LOG_NOTICE, 10111, "discarding %zu bytes sent before the TLS handshake", c->in_len);
+    c->in_len = 0;
     c->ssl = SSL_new(c->lrt->tls);
     if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
         mph_log(&c->session, MP_LOG_ERROR, 10103, "cannot start TLS: %s", mph_tls_error(c->session.pool));
@@ -838,6 +858,16 @@ static void conn_pump(mph_conn *c)
             }
             continue;
         }
+        /* Input waits behind a full output buffer: write, and deliver again once there is room (no event
+           would come for bytes already in our buffer). */
+        if (c->state == MPH_CONN_OPEN && c->in_len > 0 && c->out_len >= OUT_HIGH) {
+            if (conn_flush(c) < 0) {
+                conn_destroy(c, MP_CLOSE_PEER);
+                return;
+            }
+            if (can_deliver(c))
+                continue;
+        }
         break;
     }
     if (c->out_len > 0 && conn_flush(c) < 0) {
@@ -855,6 +885,15 @@ static void conn_pump(mph_conn *c)
             conn_destroy(c, MP_CLOSE_PEER);
             return;
         }
+    }
+    /* Bytes OpenSSL has already taken from the socket wake no poll: read them now that they may be
+       taken (after a job, or once the buffer has room). */
+    if (c->ssl && !c->tls_draining && c->state == MPH_CONN_OPEN && !c->peer_gone && !c->tls_requested &&
+        !c->job_pending && (!c->in || c->in_len < c->in_cap) && SSL_has_pending(c->ssl)) {
+        c->tls_draining = 1;
+        mph_conn_event(c, APR_POLLIN); /* ends in conn_pump; c stays allocated until the loop's round ends */
+        c->tls_draining = 0;
+        return;
     }
     conn_set_events(c);
 }

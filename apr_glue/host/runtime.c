@@ -170,8 +170,13 @@ static const char *rt_tls(mph_runtime *rt, mph_listen_rt *lrt, apr_hash_t *cache
     SSL_CTX *ctx = apr_hash_get(cache, k, APR_HASH_KEY_STRING);
     if (!ctx) {
         const char *err = mph_tls_context(rt->pool, cert, key, &ctx);
-        if (err)
-            return apr_psprintf(rt->pool, "%s:%d: %s", rt->conf->file, lc->line, err);
+        if (err) {
+            /* at the directive that named the file the error is about (its message starts with it) */
+            int about_key = strncmp(err, key, strlen(key)) == 0;
+            int line = about_key ? (lc->key_file ? lc->key_line : rt->conf->key_line)
+                                 : (lc->cert_file ? lc->cert_line : rt->conf->cert_line);
+            return apr_psprintf(rt->pool, "%s:%d: %s", rt->conf->file, line ? line : lc->line, err);
+        }
         apr_hash_set(cache, k, APR_HASH_KEY_STRING, ctx);
         *(SSL_CTX **)apr_array_push(rt->tls_ctxs) = ctx;
     }

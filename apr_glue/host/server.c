@@ -276,12 +276,17 @@ int mph_server_run(mph_server *srv)
         apr_int32_t n = 0;
         const apr_pollfd_t *descs;
         if (apr_pollset_poll(srv->pollset, apr_time_from_sec(1), &n, &descs) == APR_SUCCESS) {
+            int control = 0;
             for (apr_int32_t i = 0; i < n; i++) {
                 if (descs[i].client_data)
                     accept_on(srv, descs[i].client_data);
                 else
-                    mph_control_serve(srv);
+                    control = 1;
             }
+            /* After the accepts: a reload it runs may close and free a listener that this round's
+               results still point to. */
+            if (control)
+                mph_control_serve(srv);
         }
         if (srv->reload_requested) {
             srv->reload_requested = 0;

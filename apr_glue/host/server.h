@@ -115,6 +115,7 @@ struct mph_conn {
     int job_pending;
     mp_goodbye bye;                  /* a goodbye to give after the current callback */
     int in_callback;
+    int tls_draining;                /* conn_pump is reading what OpenSSL already holds (no recursion) */
     volatile apr_uint32_t wakeups;   /* a wakeup message is queued for this connection */
     int destroyed;
     APR_RING_HEAD(mph_timer_ring, mp_timer) timers;

@@ -128,11 +128,17 @@ def retr(c, n, timeout=None):
     return status, read_multiline(c, timeout)
 
 
+def users_text(users, secrets=None):
+    """The users file: {PLAIN} entries, then `secrets` ({user: "{SCHEME}..."}) as they are."""
+    return ("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()) +
+            "".join(f"{u}:{s}\n" for u, s in (secrets or {}).items()))
+
+
 def httpd_factory(request, free_port, tls_cert):
     """The same listeners as virtual hosts of Apache httpd with mod_mailproto (issue 6)."""
     from httpdenv import Httpd
 
-    def factory(tls=("off", "starttls", "required", "implicit"), smtp=False, users=USERS, **overrides):
+    def factory(tls=("off", "starttls", "required", "implicit"), smtp=False, users=USERS, secrets=None, **overrides):
         h = Httpd(tls_cert[0], tls_cert[1], free_port)
         request.addfinalizer(h.stop)
         ports = {mode: free_port() for mode in tls}
@@ -154,7 +160,7 @@ def httpd_factory(request, free_port, tls_cert):
         lines += [f"MailprotoDirective {k} {v}" if k in MODULE_DEFAULTS else f"Mailproto{k} {v}"
                   for k, v in overrides.items()]
         h.write(lines, vhosts)
-        (h.root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8")
+        (h.root / "users").write_text(users_text(users, secrets), encoding="utf-8")
         (h.root / "mail").mkdir(exist_ok=True)
         h.give_to_run_user(h.root / "mail")
         h.start()
@@ -173,7 +179,8 @@ def pop3env(request, make_server, free_port, tls_cert):
     if request.param == "httpd":
         return httpd_factory(request, free_port, tls_cert)
 
-    def factory(tls=("off", "starttls", "required", "implicit"), smtp=False, users=USERS, **overrides):
+    def factory(tls=("off", "starttls", "required", "implicit"), smtp=False, users=USERS, secrets=None, **overrides):
+        """secrets: {user: "{SCHEME}..."} lines added to the users file as they are."""
         ports = {mode: free_port() for mode in tls}
         listeners = [Listener(ports[mode], tls=mode, protocol="pop3") for mode in tls]
         # Protocol modules before providers (as in DESIGN's example): the host unloads modules in load order,
@@ -191,7 +198,7 @@ def pop3env(request, make_server, free_port, tls_cert):
         cfg = dict(LoadModule="pop3 mod_pop3.so", **MODULE_DEFAULTS)
         cfg.update(overrides)
         srv = make_server(listeners, extra_lines=extra, **cfg)
-        (srv.dir / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8")
+        (srv.dir / "users").write_text(users_text(users, secrets), encoding="utf-8")
         (srv.dir / "mail").mkdir(exist_ok=True)
         srv.start()
         return Pop3Env(srv, ports, users)

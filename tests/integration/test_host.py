@@ -247,6 +247,26 @@ def test_line_at_limit_accepted(make_server, free_port, max_line):
         c.quit()
 
 
+def test_client_that_reads_late_gets_every_reply(make_server, free_port):
+    """A client that sends much before it reads: input waits while 256 KB of replies are queued, and is
+    delivered again as they drain, until every line is answered (it used to stall with a full buffer)."""
+    port = free_port()
+    make_server([Listener(port)]).start()
+    n, body = 100000, "x" * 90
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        f = s.makefile("rb")
+        assert f.readline() == (GREETING + "\r\n").encode()
+        sender = threading.Thread(target=s.sendall, args=((body + "\r\n").encode() * n,))
+        sender.start()
+        time.sleep(2)   # the scenario: replies pile up in the server while this client does not read
+        want = ("+OK echo: " + body + "\r\n").encode()
+        for i in range(n):
+            line = f.readline()
+            assert line == want, f"reply {i + 1} of {n}: {line[:60]!r}"
+        sender.join(60)
+        assert not sender.is_alive()
+
+
 @pytest.mark.parametrize("tls", ["off", "implicit", "starttls"])
 def test_idle_timeout(make_server, free_port, tls_ctx, tls):
     port = free_port()
@@ -814,6 +834,9 @@ BAD_CONFIGS = {
     "bad interval": dict(overrides=dict(IdleTimeout="soon"), needles=["IdleTimeout"]),
     "protocol not loaded": dict(listen=dict(protocol="smtp"), needles=["Protocol smtp", "<Listen"]),
     "module file missing": dict(extra_lines=["LoadModule nothere mod_nothere.so"], needles=["mod_nothere.so"]),
+    # named at the TLSCertificateFile line, not at the <Listen> that uses it
+    "certificate missing": dict(listen=dict(tls="implicit"), overrides=dict(TLSCertificateFile="nothere.pem"),
+                                needles=["TLSCertificateFile"]),
 }
 
 

@@ -607,3 +607,48 @@ def test_idle_autologout_and_shutdown_delete_nothing(pop3env):
     assert goodbye == ["-ERR [SYS/TEMP] Server shutting down"] or (env.backend == "httpd" and goodbye == [])
     c.close()
     assert len(env.files(ALICE)) == 1
+
+
+def test_idle_timeout_after_a_slow_login(pop3env):
+    """The idle clock after a job that outlasted IdleTimeout (here a slow password hash on a worker): the
+    autologout comes about IdleTimeout after the reply, not an hour later."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    slow = "slow@example.test"
+    secret = "{SHA512-CRYPT}" + crypt.crypt("slowpw", "$6$rounds=6000000$saltsalt$")
+    env = pop3env(tls=("off",), IdleTimeout="1s", secrets={slow: secret})
+    c = env.client("off")
+    assert c.cmd(f"USER {slow}") == "+OK"
+    t0 = time.monotonic()
+    r = c.cmd("PASS slowpw", timeout=60)
+    t_ok = time.monotonic()
+    assert r.startswith("+OK Logged in"), r
+    assert t_ok - t0 > 1.0, "the login job did not outlast IdleTimeout: this test proves nothing"
+    assert c.read_until_eof(timeout=20) == ["-ERR Disconnected for inactivity"]
+    assert 0.5 <= time.monotonic() - t_ok < 10
+    c.close()
+
+
+def test_pipelined_commands_behind_a_slow_tls_login(pop3env):
+    """Commands pipelined behind a login job over TLS: what OpenSSL already took from the socket (more than
+    the host's line buffer holds) is read once the job is done, though no poll event will say so."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    slow = "slow@example.test"
+    secret = "{SHA512-CRYPT}" + crypt.crypt("slowpw", "$6$rounds=3000000$saltsalt$")
+    env = pop3env(tls=("implicit",), secrets={slow: secret})
+    c = env.client("implicit")
+    # 14.4 KB of NOOPs in one TLS record: the host's line buffer (MaxLineLength, 8 KB) takes part of it
+    # while the job runs, OpenSSL holds the rest, and the socket has nothing left to wake a poll
+    n = 2400
+    c.send(f"USER {slow}\r\nPASS slowpw\r\n" + "NOOP\r\n" * n)
+    assert c.readline(timeout=60) == "+OK"
+    assert c.readline(timeout=60).startswith("+OK Logged in")
+    for i in range(n):
+        assert c.readline(timeout=30) == "+OK", f"NOOP {i + 1} of {n}"
+    assert c.cmd("QUIT") == "+OK Logging out"
+    c.close()
