@@ -68,7 +68,10 @@ typedef struct mp_auth_iface {
     /* Does the user exist (SMTP RCPT)? MP_AUTH_OK or MP_AUTH_NOUSER. */
     int (*lookup)(mp_auth *a, const char *user, apr_pool_t *pool, mp_auth_user *info_r);
     /* A secret for challenge-response mechanisms. `out` is a `const char **` for MP_SECRET_PLAINTEXT and an
-       mp_scram_secret * for MP_SECRET_SCRAM_SHA256. MP_AUTH_NOSECRET when the entry's scheme cannot. */
+       mp_scram_secret * for MP_SECRET_SCRAM_SHA256. MP_AUTH_NOSECRET when the entry's scheme cannot.
+       SCRAM: with MP_AUTH_NOUSER, MP_AUTH_FAIL or MP_AUTH_NOSECRET a provider may still fill `out` (the
+       caller zeroes it first) with a made-up secret that looks like its real ones; the exchange then runs
+       on it and fails at the proof (RFC 5802 section 9). Left empty, the caller makes one up itself. */
     int (*secret)(mp_auth *a, const char *user, mp_secret_kind kind, apr_pool_t *pool, void *out);
     /* 1 if every user has a secret of this kind (decides whether APOP / SCRAM are offered). Cheap. */
     int (*has_secrets)(mp_auth *a, mp_secret_kind kind);

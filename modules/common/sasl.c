@@ -437,11 +437,16 @@ mpc_sasl_status mpc_sasl_scram_secret(mpc_sasl *sa, int auth_rc, const mp_scram_
         return sasl_fail(sa, out, MPC_SASL_ERR_STATE);
     if (auth_rc == MP_AUTH_TEMPFAIL)
         return sasl_fail(sa, out, MPC_SASL_ERR_TEMP);
-    if (auth_rc == MP_AUTH_OK && secret && secret->salt_len > 0 && secret->salt_len <= sizeof secret->salt &&
-        secret->iterations > 0) {
+    int given = secret && secret->salt_len > 0 && secret->salt_len <= sizeof secret->salt && secret->iterations > 0;
+    if (auth_rc == MP_AUTH_OK && given) {
         sa->secret = *secret;
         sa->fake = 0;
         atomic_store(&last_iterations, secret->iterations);
+    } else if (given) {
+        /* the provider's made-up secret for a user it cannot log in (RFC 5802 section 9): it knows what
+           its real ones look like; the proof fails whatever the client sends */
+        sa->secret = *secret;
+        sa->fake = 1;
     } else if (scram_fake_secret(sa) != 0) {
         return sasl_fail(sa, out, MPC_SASL_ERR_INTERNAL);
     }

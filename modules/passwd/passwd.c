@@ -302,6 +302,40 @@ static int derive_scram(mp_auth *a, const char *user, const char *password, mp_s
     return r;
 }
 
+/* RFC 5802 section 9: a user who is unknown, cannot log in or has no SCRAM secret gets a made-up one that
+   looks like the real ones (a salt stable per name and of the same kind, the same iteration count) and
+   takes as long (every call costs one PBKDF2, as deriving a {PLAIN} user's secret does): the exchange then
+   fails at the proof, and neither the server-first message nor its time tells that the user is not there. */
+static int scram_secret(mp_auth *a, const pw_db *db, const pw_entry *e, const char *user, mp_scram_secret *out)
+{
+    int can = e && pw_entry_can_login(e);
+    if (can && e->scheme == PW_PLAIN && e->plain_ascii)
+        return derive_scram(a, e->user, e->hash, out) == 0 ? MP_AUTH_OK : MP_AUTH_TEMPFAIL;
+    char canon[512];
+    const char *name = e ? e->user : pw_canon(user, canon, sizeof canon) == 0 ? canon : user;
+    mp_scram_secret made;
+    memset(&made, 0, sizeof made);
+    if (derive_scram(a, name, "", &made) != 0)
+        return MP_AUTH_TEMPFAIL;
+    if (can && e->scheme == PW_SCRAM_SHA256) {
+        OPENSSL_cleanse(&made, sizeof made);
+        *out = e->scram;
+        return MP_AUTH_OK;
+    }
+    const pw_entry *model = db->scram_model;
+    if (model && db->nderived * 2 <= db->nscram) { /* stored secrets are the usual kind here: look like one */
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned int maclen = 0;
+        if (!HMAC(EVP_sha256(), a->key, sizeof a->key, (const unsigned char *)name, strlen(name), mac, &maclen))
+            return MP_AUTH_TEMPFAIL;
+        made.salt_len = model->scram.salt_len < maclen ? model->scram.salt_len : maclen;
+        memcpy(made.salt, mac, made.salt_len);
+        made.iterations = model->scram.iterations;
+    }
+    *out = made;
+    return !e ? MP_AUTH_NOUSER : !can ? MP_AUTH_FAIL : MP_AUTH_NOSECRET;
+}
+
 static int pw_secret(mp_auth *a, const char *user, mp_secret_kind kind, apr_pool_t *pool, void *out)
 {
     if (!out || (kind != MP_SECRET_PLAINTEXT && kind != MP_SECRET_SCRAM_SHA256))
@@ -311,13 +345,9 @@ static int pw_secret(mp_auth *a, const char *user, mp_secret_kind kind, apr_pool
         return MP_AUTH_TEMPFAIL;
     const pw_entry *e = pw_db_find(db, user);
     int rc;
-    if (!e) {
-        /* as slow as a derived secret would be, when most users have one */
-        if (kind == MP_SECRET_SCRAM_SHA256 && db->nderived * 2 > db->nscram) {
-            mp_scram_secret dummy;
-            (void)derive_scram(a, user, "", &dummy);
-            OPENSSL_cleanse(&dummy, sizeof dummy);
-        }
+    if (kind == MP_SECRET_SCRAM_SHA256) {
+        rc = scram_secret(a, db, e, user, out);
+    } else if (!e) {
         rc = MP_AUTH_NOUSER;
     } else if (!pw_entry_can_login(e)) {
         rc = MP_AUTH_FAIL;
@@ -328,11 +358,6 @@ static int pw_secret(mp_auth *a, const char *user, mp_secret_kind kind, apr_pool
         } else {
             rc = MP_AUTH_NOSECRET;
         }
-    } else if (e->scheme == PW_SCRAM_SHA256) {
-        *(mp_scram_secret *)out = e->scram;
-        rc = MP_AUTH_OK;
-    } else if (e->scheme == PW_PLAIN && e->plain_ascii) {
-        rc = derive_scram(a, e->user, e->hash, out) == 0 ? MP_AUTH_OK : MP_AUTH_TEMPFAIL;
     } else {
         rc = MP_AUTH_NOSECRET;
     }

@@ -611,6 +611,7 @@ static void parse_line(pw_load *ld, char *line)
         }
     } else if (e->scheme == PW_SCRAM_SHA256) {
         db->nscram++;
+        db->scram_model = e;
     }
     const char *cls = cost_class(db->pool, e);
     if (cls) {

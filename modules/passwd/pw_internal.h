@@ -82,6 +82,7 @@ typedef struct pw_db {
     unsigned nscram;                  /* ... of which have MP_SECRET_SCRAM_SHA256 (stored or derivable) */
     unsigned nderived;                /* ... of which by derivation from {PLAIN} (costs a PBKDF2) */
     const pw_entry *dummy;            /* an entry of the most common cost: what an unknown user costs */
+    const pw_entry *scram_model;      /* a stored {SCRAM-SHA-256} entry: what a made-up secret looks like */
 } pw_db;
 
 /* Reads `path`. NULL when it cannot be read (*errno_r set, *err_r says why); malformed lines are logged

@@ -632,6 +632,7 @@ typedef struct pop3_scram_job {
     pop3_providers prov;
     apr_pool_t *pool;
     const char *user;
+    const char *peer;        /* the client's address, for allow_nets */
     mp_scram_secret secret;
     int rc;
 } pop3_scram_job;
@@ -639,7 +640,15 @@ typedef struct pop3_scram_job {
 static void scram_work(void *arg)
 {
     pop3_scram_job *j = arg;
-    j->rc = j->prov.auth_if->secret(j->prov.auth, j->user, MP_SECRET_SCRAM_SHA256, j->pool, &j->secret);
+    const mp_auth_iface *ai = j->prov.auth_if;
+    j->rc = ai->secret(j->prov.auth, j->user, MP_SECRET_SCRAM_SHA256, j->pool, &j->secret);
+    /* A refused network is decided before the server-first message: the exchange goes on with a secret
+       that cannot succeed, so no ServerSignature tells this client whether its password was right. */
+    mp_auth_user info;
+    memset(&info, 0, sizeof info);
+    if (j->rc == MP_AUTH_OK && ai->lookup && ai->lookup(j->prov.auth, j->user, j->pool, &info) == MP_AUTH_OK &&
+        !mpc_sasl_allowed_from(info.fields ? apr_table_get(info.fields, "allow_nets") : NULL, j->peer))
+        j->rc = MP_AUTH_FAIL;
 }
 
 static void scram_done(mp_session *s, void *arg, int closing)
@@ -714,6 +723,7 @@ static void sasl_handle(mp_session *s, mpc_sasl_status st, mpc_sasl_out *out)
         j->prov = ps->prov;
         j->pool = ps->auth_pool;
         j->user = apr_pstrdup(ps->auth_pool, out->authcid);
+        j->peer = apr_pstrdup(ps->auth_pool, s->peer_addr ? s->peer_addr : "");
         if (s->host->run_blocking(s, scram_work, scram_done, j) != MP_OK) {
             pop3_err(s, "[SYS/TEMP] Authentication temporarily unavailable, try again later");
             auth_end(s);

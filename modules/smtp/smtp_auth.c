@@ -29,6 +29,7 @@ typedef struct auth_job {
     mp_auth *auth;
     apr_pool_t *pool;
     const char *user, *password;
+    const char *peer;           /* the client's address, for allow_nets */
     int scram;
     int rc;
     mp_auth_user info;
@@ -121,6 +122,12 @@ static void auth_job_work(void *arg)
         /* allow_nets and the canonical name come from the user's entry */
         if (j->iface->lookup && j->iface->lookup(j->auth, j->user, j->pool, &j->info) == MP_AUTH_OK)
             j->have_info = 1;
+        /* A refused network is decided here, before the server-first message: the exchange goes on with a
+           secret that cannot succeed, so that no ServerSignature ever tells a right password from a wrong
+           one to a client that may not log in. */
+        if (j->rc == MP_AUTH_OK && j->have_info &&
+            !mpc_sasl_allowed_from(j->info.fields ? apr_table_get(j->info.fields, "allow_nets") : NULL, j->peer))
+            j->rc = MP_AUTH_FAIL;
     } else {
         j->rc = j->iface->verify(j->auth, j->user, j->password, j->pool, &j->info);
         j->have_info = j->rc == MP_AUTH_OK;
@@ -163,6 +170,7 @@ static void auth_start_job(mp_session *s, const mpc_sasl_out *out, int scram)
     j->pool = ss->auth_pool;
     j->user = out->authcid;
     j->password = out->password;
+    j->peer = apr_pstrdup(ss->auth_pool, s->peer_addr ? s->peer_addr : "");
     j->scram = scram;
     smtp_run_job(s, auth_job_work, auth_job_done, j);
 }

@@ -865,6 +865,17 @@ static void test_secrets(void)
     CU_ASSERT_EQUAL(iface->secret(a, "c@example.test", MP_SECRET_SCRAM_SHA256, pool, &s), MP_AUTH_NOSECRET);
     CU_ASSERT_EQUAL(iface->secret(a, "u@example.test", MP_SECRET_SCRAM_SHA256, pool, &s), MP_AUTH_NOSECRET);
     CU_ASSERT_EQUAL(iface->secret(a, "nobody@example.test", MP_SECRET_SCRAM_SHA256, pool, &s), MP_AUTH_NOUSER);
+    /* RFC 5802 section 9: an unknown user gets a made-up secret shaped like the real ones and stable per
+       name whatever the domain's case, so the salt tells nobody who exists; another name, another salt */
+    mp_scram_secret f1, f2;
+    memset(&f1, 0, sizeof f1);
+    memset(&f2, 0, sizeof f2);
+    CU_ASSERT_EQUAL(iface->secret(a, "nobody@example.test", MP_SECRET_SCRAM_SHA256, pool, &f1), MP_AUTH_NOUSER);
+    CU_ASSERT_EQUAL(iface->secret(a, "nobody@EXAMPLE.TEST", MP_SECRET_SCRAM_SHA256, pool, &f2), MP_AUTH_NOUSER);
+    CU_ASSERT(f1.salt_len == s2.salt_len && f1.iterations == s2.iterations);
+    CU_ASSERT(f1.salt_len == f2.salt_len && memcmp(f1.salt, f2.salt, f1.salt_len) == 0);
+    CU_ASSERT_EQUAL(iface->secret(a, "other@example.test", MP_SECRET_SCRAM_SHA256, pool, &f2), MP_AUTH_NOUSER);
+    CU_ASSERT(memcmp(f1.salt, f2.salt, f1.salt_len) != 0);
     CU_ASSERT_EQUAL(iface->secret(a, "p@example.test", (mp_secret_kind)99, pool, &s), MP_AUTH_NOSECRET);
     CU_ASSERT_EQUAL(iface->has_secrets(a, MP_SECRET_PLAINTEXT), 0);
     CU_ASSERT_EQUAL(iface->has_secrets(a, MP_SECRET_SCRAM_SHA256), 0);
@@ -882,6 +893,15 @@ static void test_secrets(void)
     write_file("sec4", "# nobody\n");
     a = instance("sec4");
     CU_ASSERT_EQUAL(iface->has_secrets(a, MP_SECRET_SCRAM_SHA256), 0);
+    /* stored secrets the usual kind: a made-up one has their salt length and iteration count */
+    unsigned char salt24[24] = {1, 2, 3};
+    write_file("sec5", apr_psprintf(pool, "s1@example.test:%s\ns2@example.test:%s\n",
+                                          scram_entry("a", salt24, sizeof salt24, 10000),
+                                          scram_entry("b", salt24, sizeof salt24, 10000)));
+    a = instance("sec5");
+    memset(&f1, 0, sizeof f1);
+    CU_ASSERT_EQUAL(iface->secret(a, "nobody@example.test", MP_SECRET_SCRAM_SHA256, pool, &f1), MP_AUTH_NOUSER);
+    CU_ASSERT(f1.salt_len == 24 && f1.iterations == 10000);
 }
 
 /* SCRAM-SHA-256 end to end: the SASL machine with secrets from this provider. */

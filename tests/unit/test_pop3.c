@@ -945,6 +945,10 @@ static void test_auth_scram(void)
     fs = start(MP_TLS_OFF);
     scram_login(fs, "alice", "not-it", 0);
     scram_login(fs, "nobody", "secret", 0);
+    /* allow_nets refuses this client (192.0.2.1, net@ only from 10/8): the right password fails exactly
+       as a wrong one, with no ServerSignature that would tell them apart */
+    scram_login(fs, "net@example.test", "secret", 0);
+    scram_login(fs, "net@example.test", "wrong", 0);
     finish(fs);
 }
 
