@@ -186,9 +186,9 @@ static const char *check_crypt(const char *h, size_t len)
 }
 
 /* Dovecot's {SCRAM-SHA-256}iterations,base64(salt),base64(StoredKey),base64(ServerKey) */
-static const char *check_scram(apr_pool_t *pool, const char *h, mp_scram_secret *out)
+static const char *parse_scram(char *copy, const char *h, unsigned char *buf, mp_scram_secret *out)
 {
-    char *copy = apr_pstrdup(pool, h), *save = NULL;
+    char *save = NULL;
     char *f[5] = {0};
     int n = 0;
     for (char *t = apr_strtok(copy, ",", &save); t && n < 5; t = apr_strtok(NULL, ",", &save))
@@ -200,7 +200,6 @@ static const char *check_scram(apr_pool_t *pool, const char *h, mp_scram_secret 
     unsigned long iter = strtoul(f[0], NULL, 10);
     if (iter < SCRAM_MIN_ITERATIONS || iter > SCRAM_MAX_ITERATIONS)
         return "SCRAM-SHA-256 iteration count out of range (4096..10000000)";
-    unsigned char buf[MPC_B64_DECODED_MAX(128)];
     size_t n_salt, n_stored, n_server;
     size_t l1 = strlen(f[1]), l2 = strlen(f[2]), l3 = strlen(f[3]);
     if (l1 > 128 || mpc_b64_decode(f[1], l1, buf, &n_salt) != 0 || n_salt == 0 || n_salt > sizeof out->salt)
@@ -215,6 +214,17 @@ static const char *check_scram(apr_pool_t *pool, const char *h, mp_scram_secret 
     memcpy(out->server_key, buf, n_server);
     out->iterations = (unsigned)iter;
     return NULL;
+}
+
+/* The parse works on copies of the secret, wiped afterwards (the keys allow an offline dictionary attack). */
+static const char *check_scram(apr_pool_t *pool, const char *h, mp_scram_secret *out)
+{
+    char *copy = apr_pstrdup(pool, h);
+    unsigned char buf[MPC_B64_DECODED_MAX(128)];
+    const char *err = parse_scram(copy, h, buf, out);
+    OPENSSL_cleanse(copy, strlen(h));
+    OPENSSL_cleanse(buf, sizeof buf);
+    return err;
 }
 
 /* Base64 without padding, as in PHC strings. */
