@@ -287,6 +287,7 @@ void smtp_cmd_rcpt(mp_session *s, const smtp_command *cmd)
         }
         const char *d = APR_ARRAY_IDX(ss->conf.local_domains, 0, const char *);
         user = smtp_canonical_user(t->pool, "postmaster", 10, d, strlen(d));
+        addr = user; /* a full address in the trace and in DSNs (RFC 3464 section 2.3.2) */
     } else if (ea.path.literal || !smtp_is_local_domain(ss, ea.path.domain.p, ea.path.domain.len)) {
         if (ss->conf.role == SMTP_ROLE_LMTP) {
             rcpt_refused_log(s, addr, "domain not local");
@@ -433,9 +434,19 @@ static void write_trace_headers(mp_session *s)
         snprintf(forc, sizeof forc, "\r\n\tfor <%s>", APR_ARRAY_IDX(t->rcpts, 0, smtp_rcpt).addr);
     char date[40];
     smtp_date(date, sizeof date, t->arrival);
+    /* A UTF-8 EHLO name stays out of a message that is not SMTPUTF8: its address literal stands in
+       (RFC 5321 section 4.4: a domain or an address literal) */
+    char lit[80];
+    const char *from = ss->helo;
+    for (const char *c = from; !t->smtputf8 && *c; c++)
+        if ((unsigned char)*c >= 0x80) {
+            snprintf(lit, sizeof lit, "[%s%s]", v6, s->peer_addr);
+            from = lit;
+            break;
+        }
     n = snprintf(buf, sizeof buf,
                  "Received: from %s ([%s%s])\r\n\tby %s (mailproto) with %s id %s%s%s;\r\n\t%s\r\n",
-                 ss->helo, v6, s->peer_addr, ss->conf.server_name, with_protocol(s), t->id, tls, forc, date);
+                 from, v6, s->peer_addr, ss->conf.server_name, with_protocol(s), t->id, tls, forc, date);
     if (n > 0 && (size_t)n < sizeof buf)
         stage_put(s, buf, (size_t)n);
 }

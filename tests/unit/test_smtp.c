@@ -461,6 +461,24 @@ static void test_transaction(void)
     }
 }
 
+/* Trace header details: a UTF-8 EHLO name only in SMTPUTF8 mail, <Postmaster> as a full address. */
+static void test_received_names(void)
+{
+    fakes_reset();
+    fake_session *fs = start(MP_TLS_OFF);
+    fake_feed_str(fs, "EHLO h\xc3\xa9llo.example\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<Postmaster>\r\n"
+                      "DATA\r\nx\r\n.\r\n");
+    CU_ASSERT_EQUAL(fstats.committed, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(fstats.last, "\r\nReceived: from [192.0.2.1] ([192.0.2.1])\r\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fstats.last, "\r\n\tfor <postmaster@example.test>;\r\n"));
+    CU_ASSERT_STRING_EQUAL(fstats.last_targets, "postmaster@example.test");
+    fake_clear(fs);
+    fake_feed_str(fs, "MAIL FROM:<a@remote.example> SMTPUTF8\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nx\r\n.\r\n");
+    CU_ASSERT_EQUAL(fstats.committed, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(fstats.last, "\r\nReceived: from h\xc3\xa9llo.example ([192.0.2.1])\r\n"));
+    finish(fs);
+}
+
 static void test_helo_transaction_stored(void)
 {
     fakes_reset();
@@ -1092,6 +1110,7 @@ int main(void)
     CU_add_test(s, "commands before EHLO", test_commands_before_ehlo);
     CU_add_test(s, "HELO session", test_helo_session);
     CU_add_test(s, "HELO transaction stored", test_helo_transaction_stored);
+    CU_add_test(s, "Received: UTF-8 EHLO names and <Postmaster>", test_received_names);
     CU_add_test(s, "transaction", test_transaction);
     CU_add_test(s, "pipelining", test_pipelining);
     CU_add_test(s, "smuggling", test_smuggling);
