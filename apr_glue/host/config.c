@@ -86,7 +86,8 @@ int mph_parse_size(const char *text, apr_off_t *bytes_r)
 
 int mph_parse_interval(const char *text, apr_interval_time_t *usec_r)
 {
-    const apr_uint64_t max = (apr_uint64_t)APR_INT64_MAX;
+    /* Ten years at most: every interval is added to the current time (a deadline) and must not overflow. */
+    const apr_uint64_t max = (apr_uint64_t)3650 * 24 * 3600 * APR_USEC_PER_SEC;
     const char *c = text;
     apr_uint64_t n, mul;
 

@@ -832,6 +832,7 @@ BAD_CONFIGS = {
     "bad tls mode": dict(listen=dict(tls="sometimes"), needles=["TLS sometimes"]),
     "bad number": dict(overrides=dict(MaxErrors="many"), needles=["MaxErrors"]),
     "bad interval": dict(overrides=dict(IdleTimeout="soon"), needles=["IdleTimeout"]),
+    "interval over ten years": dict(overrides=dict(IdleTimeout="2562047788h"), needles=["IdleTimeout"]),
     "protocol not loaded": dict(listen=dict(protocol="smtp"), needles=["Protocol smtp", "<Listen"]),
     "module file missing": dict(extra_lines=["LoadModule nothere mod_nothere.so"], needles=["mod_nothere.so"]),
     # named at the TLSCertificateFile line, not at the <Listen> that uses it
