@@ -218,7 +218,9 @@ const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r
         apr_temp_dir_get(&tmp, pool);
         copy_dir = apr_psprintf(pool, "%s/mailproto-modules.%ld", tmp, (long)geteuid());
     } else {
-        copy_dir = apr_pstrcat(pool, rt->conf->state_dir, "/modules", NULL);
+        /* one folder per user: after `User`, reloads copy into the one root made for that user at the
+           switch, and root never loads code from a folder another user could write to */
+        copy_dir = apr_psprintf(pool, "%s/modules.%ld", rt->conf->state_dir, (long)geteuid());
     }
     apr_status_t rv = apr_dir_make_recursive(copy_dir, APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_UEXECUTE, pool);
     if (rv != APR_SUCCESS) {

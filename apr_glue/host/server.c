@@ -3,6 +3,7 @@
  * workers, then accept connections and serve the control socket until told to stop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -80,12 +81,22 @@ static const char *drop_privileges(mph_server *srv, const mph_conf *conf)
     struct passwd *pw = getpwnam(conf->user);
     if (!pw)
         return apr_psprintf(srv->pool, "%s: User %s: no such user", conf->file, conf->user);
-    /* The state folder (module copies for reloads, the pid file) stays writable for the server. */
-    const char *dirs[] = {conf->state_dir, apr_pstrcat(srv->pool, conf->state_dir, "/modules", NULL)};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
-        if (chown(dirs[i], pw->pw_uid, pw->pw_gid) < 0)
-            return apr_psprintf(srv->pool, "%s: cannot give %s to %s: %s", conf->file, dirs[i], conf->user,
-                                strerror(errno));
+    /* StateDir stays root's (its pid file and control socket are written by root at the next start); the
+       user gets its own folder for module copies of later reloads, never a path it could swap for a link. */
+    const char *dir = apr_psprintf(srv->pool, "%s/modules.%ld", conf->state_dir, (long)pw->pw_uid);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return apr_psprintf(srv->pool, "%s: cannot create %s: %s", conf->file, dir, strerror(errno));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (dfd < 0 || fstat(dfd, &st) != 0 || (st.st_uid != 0 && st.st_uid != pw->pw_uid) ||
+        fchown(dfd, pw->pw_uid, pw->pw_gid) != 0 || fchmod(dfd, 0700) != 0) {
+        int e = errno;
+        if (dfd >= 0)
+            close(dfd);
+        return apr_psprintf(srv->pool, "%s: cannot give %s to %s: %s", conf->file, dir, conf->user,
+                            st.st_uid != 0 && st.st_uid != pw->pw_uid ? "owned by another user" : strerror(e));
+    }
+    close(dfd);
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
         return apr_psprintf(srv->pool, "cannot switch to user %s: %s", conf->user, strerror(errno));
     if (setuid(0) == 0)
@@ -110,9 +121,15 @@ static const char *write_pid_file(mph_server *srv, const mph_conf *conf)
         }
         fclose(f);
     }
-    f = fopen(srv->pid_path, "w");
-    if (!f)
-        return apr_psprintf(srv->pool, "%s: cannot write: %s", srv->pid_path, strerror(errno));
+    /* never through a link someone planted in StateDir */
+    int fd = open(srv->pid_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return apr_psprintf(srv->pool, "%s: cannot write: %s", srv->pid_path, strerror(e));
+    }
     fprintf(f, "%ld\n", (long)getpid());
     fclose(f);
     return NULL;

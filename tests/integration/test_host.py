@@ -1001,6 +1001,7 @@ def test_privilege_drop(make_server, free_port, world_readable_dir, tls_cert):
     key = world_readable_dir / "key.pem"
     shutil.copy2(tls_cert[0], cert)
     shutil.copy2(tls_cert[1], key)
+    os.chown(key, nobody.pw_uid, -1)   # a reload after the switch reads it as nobody
     port, tport = free_port(), free_port()
     srv = make_server([Listener(port), Listener(tport, tls="implicit")], workdir=world_readable_dir / "srv",
                       User="nobody", TLSCertificateFile=str(cert), TLSCertificateKeyFile=str(key))
@@ -1027,8 +1028,22 @@ def test_privilege_drop(make_server, free_port, world_readable_dir, tls_cert):
         assert c.cmd("tls as nobody") == "+OK echo: tls as nobody"
         c.quit()
     assert srv.status()["pid"] == srv.pid
+    # a reload as nobody copies its modules into the folder root made for it, not into root's StateDir
+    assert_ctl_ok(srv.ctl("-s", "reload"), "-s reload of the unprivileged server")
+    with LineClient.connect(port) as c:
+        assert c.cmd("after reload") == "+OK echo: after reload"
+        c.quit()
     assert_ctl_ok(srv.stop(), "-s stop of the unprivileged server")
     assert srv.proc.returncode == 0
+    assert os.stat(srv.state).st_uid == 0, "StateDir must stay root's (its pid file is written by root)"
+    assert os.stat(srv.state / f"modules.{nobody.pw_uid}").st_uid == nobody.pw_uid
+    # and root starts it again
+    srv.proc = None   # the first server has exited (returncode checked above)
+    srv.start()
+    with LineClient.connect(port) as c:
+        assert c.cmd("second start") == "+OK echo: second start"
+        c.quit()
+    assert_ctl_ok(srv.stop(), "-s stop after the second start")
 
 
 def test_idle_timeout_per_listener(make_server, free_port):
