@@ -213,6 +213,15 @@ int md_index_register(const char *root, const char *dir, const char *const *name
 
 /* ---- folders (maildir_folder.c) ---- */
 struct md_watch_sub;
+/* A folder as a stat sees it: cur/ and new/ (every delivery, expunge and flag change is an entry made,
+   removed or renamed there) and its index (UIDs given by other readers). */
+typedef struct md_stamp {
+    int ok;
+    int64_t taken_ns, cur_ns, new_ns, ix_ns;
+    int64_t ix_size;
+    uint64_t ix_ino;
+} md_stamp;
+
 struct mp_folder {
     mp_store_user *user;
     apr_pool_t *pool;
@@ -227,6 +236,7 @@ struct mp_folder {
     uint32_t count;
     uint32_t snap_uidvalidity, snap_uidnext;
     uint64_t snap_hms;
+    md_stamp stamp;       /* taken as the last sync began: unchanged since, the next sync has nothing to do */
     struct md_watch_sub *watch;
 };
 

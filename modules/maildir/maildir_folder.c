@@ -134,9 +134,56 @@ static mp_msg *snap_find(mp_folder *f, uint32_t uid, uint32_t *seq_r)
     return NULL;
 }
 
+static int64_t ns_of(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static void stamp_take(const mp_folder *f, md_stamp *st)
+{
+    struct timespec now;
+    struct stat c, n, ix;
+    char path[4096];
+    clock_gettime(CLOCK_REALTIME, &now);
+    st->ok = 0;
+    snprintf(path, sizeof path, "%s/cur", f->dir);
+    if (stat(path, &c) != 0)
+        return;
+    snprintf(path, sizeof path, "%s/new", f->dir);
+    if (stat(path, &n) != 0)
+        return;
+    snprintf(path, sizeof path, "%s/" MD_INDEX_FILE, f->dir);
+    if (stat(path, &ix) != 0)
+        return;
+    st->taken_ns = ns_of(&now);
+    st->cur_ns = ns_of(&c.st_mtim);
+    st->new_ns = ns_of(&n.st_mtim);
+    st->ix_ns = ns_of(&ix.st_mtim);
+    st->ix_size = (int64_t)ix.st_size;
+    st->ix_ino = (uint64_t)ix.st_ino;
+    st->ok = 1;
+}
+
+/* Nothing changed since the view was taken. Times move in clock ticks, so a change in the same tick as
+   one the stamp saw would not show: only times a second older than the stamp are trusted. */
+static int stamp_unchanged(const mp_folder *f)
+{
+    const md_stamp *o = &f->stamp;
+    const int64_t second = 1000000000;
+    if (!o->ok || o->cur_ns > o->taken_ns - second || o->new_ns > o->taken_ns - second ||
+        o->ix_ns > o->taken_ns - second)
+        return 0;
+    md_stamp now;
+    stamp_take(f, &now);
+    return now.ok && now.cur_ns == o->cur_ns && now.new_ns == o->new_ns && now.ix_ns == o->ix_ns &&
+           now.ix_size == o->ix_size && now.ix_ino == o->ix_ino;
+}
+
 /* Syncs and builds the next snapshot, telling cb (may be NULL) what changed. */
 static int sync_view(mp_folder *f, const mp_sync_cb *cb, void *arg)
 {
+    md_stamp stamp;
+    stamp_take(f, &stamp); /* before the scan: a change during it shows at the next sync */
     uint32_t claim_from;
     unsigned flags = f->readonly ? 0 : (MD_SYNC_MOVE_NEW | MD_SYNC_CLAIM_RECENT);
     int rv = refresh(f, flags, &claim_from);
@@ -196,6 +243,7 @@ static int sync_view(mp_folder *f, const mp_sync_cb *cb, void *arg)
     f->snap_uidvalidity = ix->uidvalidity;
     f->snap_uidnext = ix->uidnext;
     f->snap_hms = ix->highestmodseq;
+    f->stamp = stamp;
     return MP_STORE_OK;
 }
 
@@ -266,6 +314,8 @@ void md_folder_messages(mp_folder *f, const mp_msg **msgs_r, uint32_t *count_r)
 
 int md_folder_sync(mp_folder *f, const mp_sync_cb *cb, void *arg)
 {
+    if (stamp_unchanged(f))
+        return MP_STORE_OK; /* three stats instead of reading the folder (POP3 syncs once more under its lock) */
     return sync_view(f, cb, arg);
 }
 

@@ -621,6 +621,63 @@ static void test_copy_into(void)
     S->user_close(u);
 }
 
+static void age(const char *path, int seconds)
+{
+    struct timespec t[2];
+    clock_gettime(CLOCK_REALTIME, &t[0]);
+    t[0].tv_sec -= seconds;
+    t[1] = t[0];
+    CU_ASSERT_EQUAL(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+/* folder_sync skips reading a folder whose directories and index did not change since the view was
+   taken, but only when their times are old enough to trust; any delivery or removal is still seen. */
+static void test_sync_shortcut(void)
+{
+    mp_store_user *u = user("erin@example.test");
+    const char *root = apr_pstrcat(pool, tmpdir, "/mail/example.test/erin", NULL);
+    CU_ASSERT_EQUAL(deliver(u, "one\r\n"), MP_STORE_OK);
+    mp_folder *f;
+    CU_ASSERT_EQUAL_FATAL(S->folder_open(u, "INBOX", 0, pool, &f), MP_STORE_OK);
+    const mp_msg *m;
+    uint32_t n;
+    S->folder_messages(f, &m, &n);
+    CU_ASSERT_EQUAL(n, 1);
+    const char *parts[] = {"cur", "new", "mailproto-uidlist"};
+    for (int i = 0; i < 3; i++)
+        age(apr_pstrcat(pool, root, "/", parts[i], NULL), 10);
+    CU_ASSERT_EQUAL(S->folder_sync(f, NULL, NULL), MP_STORE_OK); /* a full sync: the stamp was too fresh */
+    const mp_msg *before;
+    S->folder_messages(f, &before, &n);
+    CU_ASSERT_EQUAL(S->folder_sync(f, NULL, NULL), MP_STORE_OK); /* nothing changed: the shortcut */
+    S->folder_messages(f, &m, &n);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_PTR_EQUAL(m, before); /* the snapshot was not rebuilt */
+    /* a delivery after the old stamp: new/ changed, the sync reads the folder */
+    CU_ASSERT_EQUAL(deliver(u, "two\r\n"), MP_STORE_OK);
+    events ev = {{0}};
+    CU_ASSERT_EQUAL(S->folder_sync(f, &ev_cb, &ev), MP_STORE_OK);
+    S->folder_messages(f, &m, &n);
+    CU_ASSERT_EQUAL(n, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ev.log, "E2/"));
+    /* an expunge by another view after an old stamp is seen too */
+    for (int i = 0; i < 3; i++)
+        age(apr_pstrcat(pool, root, "/", parts[i], NULL), 10);
+    CU_ASSERT_EQUAL(S->folder_sync(f, NULL, NULL), MP_STORE_OK);
+    S->folder_messages(f, &m, &n);
+    uint32_t first = m[0].uid;
+    mp_folder *g;
+    CU_ASSERT_EQUAL_FATAL(S->folder_open(u, "INBOX", 0, pool, &g), MP_STORE_OK);
+    CU_ASSERT_EQUAL(S->store_flags(g, first, 1, MP_FLAG_DELETED, 0, NULL, 0), MP_STORE_OK);
+    CU_ASSERT_EQUAL(S->expunge(g, NULL, 0, NULL, NULL), MP_STORE_OK);
+    S->folder_close(g);
+    CU_ASSERT_EQUAL(S->folder_sync(f, NULL, NULL), MP_STORE_OK);
+    S->folder_messages(f, &m, &n);
+    CU_ASSERT_EQUAL(n, 1);
+    S->folder_close(f);
+    S->user_close(u);
+}
+
 static void test_view_sees_other_writers(void)
 {
     mp_store_user *u = user(ALICE);
@@ -1672,6 +1729,7 @@ int main(void)
     CU_add_test(s, "UIDVALIDITY across restarts and rebuilds", test_uidvalidity_restart_and_rebuild);
     CU_add_test(s, "an index rebuilt under an open view", test_rebuilt_index_under_a_view);
     CU_add_test(s, "a copy goes through tmp/", test_copy_into);
+    CU_add_test(s, "folder_sync skips an unchanged folder", test_sync_shortcut);
     CU_add_test(s, "a view sees other writers", test_view_sees_other_writers);
     CU_add_test(s, "tmp/ leftovers", test_tmp_leftovers);
     CU_add_test(s, "hostile folder names", test_hostile_folder_names);
