@@ -3,6 +3,7 @@
 
 #include <apr_atomic.h>
 #include <apr_strings.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "server.h"
@@ -16,6 +17,10 @@ struct mp_embed {
 const char *mp_embed_create(apr_pool_t *pool, const char *name, const char *base_dir, const char *text,
                             mp_embed **embed_r)
 {
+    /* No OpenSSL cleanup at exit() in an embedding server: httpd's children call exit() from a signal
+       handler, and OPENSSL_cleanup then frees memory while the interrupted thread may hold malloc's lock
+       (a child stopped during its start hung until the parent killed it). The first init decides. */
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, NULL);
     apr_pool_t *p;
     apr_pool_create(&p, pool);
     mp_embed *e = apr_pcalloc(p, sizeof *e);

@@ -82,6 +82,19 @@ def test_one_handler_file_for_mailprotod_and_httpd(httpd, make_server, free_port
         assert a.cmd("same") == b.cmd("same") == "+OK echo: same"
 
 
+def test_module_dir_and_quoted_paths(httpd):
+    """A relative MailprotoLoad file is found in MailprotoModuleDir, whose path may be quoted."""
+    h = httpd
+    h.echo_port, h.tls_port = h.ports_for_echo
+    h.write([f'MailprotoModuleDir "{modules_dir()}"', "MailprotoLoad echo mod_echo.so"],
+            [(h.echo_port, ["MailprotoProtocol echo", "MailprotoTLS starttls"]),
+             (h.tls_port, ["MailprotoProtocol echo", "MailprotoTLS implicit"])], extra=h.extra)
+    h.start()
+    with LineClient.connect(h.echo_port) as c:
+        assert c.cmd("from ModuleDir") == "+OK echo: from ModuleDir"
+        c.quit()
+
+
 def test_bad_mail_configuration_stops_httpd_start(httpd):
     httpd.extra = "MailprotoDirective NoSuchDirective 1"
     echo_httpd(httpd)
