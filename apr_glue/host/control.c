@@ -76,11 +76,15 @@ void mph_control_serve(mph_server *srv)
         int fd = accept4(srv->control_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        /* Our own client sends its line at once; do not let anyone else hold the main thread. */
+        /* Our own client sends its line at once; nobody holds the main thread (it also accepts every
+           connection) longer than this, however slowly it sends. */
         char line[64];
         size_t len = 0;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        while (len < sizeof line - 1 && poll(&pfd, 1, 1000) == 1) {
+        apr_time_t until = apr_time_now() + apr_time_from_msec(200);
+        int wait_ms;
+        while (len < sizeof line - 1 && (wait_ms = (int)apr_time_msec(until - apr_time_now())) > 0 &&
+               poll(&pfd, 1, wait_ms) == 1) {
             ssize_t n = read(fd, line + len, sizeof line - 1 - len);
             if (n <= 0)
                 break;
@@ -132,13 +136,15 @@ static const char *find_state_dir(apr_pool_t *pool, const char *conf_file)
         char *p = line + strspn(line, " \t");
         if (strncasecmp(p, "StateDir", 8) == 0 && (p[8] == ' ' || p[8] == '\t')) {
             p += 8 + strspn(p + 8, " \t");
-            p[strcspn(p, "#\r\n")] = 0;
-            size_t n = strlen(p);
-            while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-                p[--n] = 0;
-            if (n >= 2 && p[0] == '"' && p[n - 1] == '"') {
-                p[n - 1] = 0;
+            char *end;
+            if (*p == '"' && (end = strchr(p + 1, '"')) != NULL) { /* quoted: '#' is part of the value */
+                *end = 0;
                 p++;
+            } else {
+                p[strcspn(p, "#\r\n")] = 0;
+                size_t n = strlen(p);
+                while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+                    p[--n] = 0;
             }
             state = apr_pstrdup(pool, p);
         }

@@ -212,8 +212,14 @@ const char *mph_server_reload(mph_server *srv, const char *why)
     mph_runtime *rt;
     mph_log(NULL, MP_LOG_NOTICE, 10404, "reload requested %s", why);
     const char *err = mph_runtime_load(srv, 0, &rt);
-    if (!err && (err = mph_runtime_activate(srv, rt)) != NULL)
+    /* The pid file and the control socket stay where they are: `-s` would look for them in the new folder. */
+    if (!err && srv->current && strcmp(rt->conf->state_dir, srv->current->conf->state_dir) != 0) {
+        err = apr_psprintf(srv->pool, "%s: StateDir cannot change on a reload (it is %s): restart the server",
+                           rt->conf->file, srv->current->conf->state_dir);
         mph_runtime_discard(srv, rt);
+    } else if (!err && (err = mph_runtime_activate(srv, rt)) != NULL) {
+        mph_runtime_discard(srv, rt);
+    }
     if (err)
         mph_log(NULL, MP_LOG_ERROR, 10405, "reload refused, the running configuration stays: %s", err);
     else

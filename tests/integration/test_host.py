@@ -685,6 +685,55 @@ def test_sighup_bad_config_keeps_running(make_server, free_port):
         c.quit()
 
 
+def test_slow_control_client_does_not_hold_accepts(make_server, free_port):
+    """The control socket is served on the thread that accepts every connection: a client that sends its
+    command a byte at a time is cut off, and new sessions are greeted meanwhile."""
+    port = free_port()
+    srv = make_server([Listener(port)]).start()
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.connect(str(srv.state / "mailprotod.sock"))
+    stop = threading.Event()
+
+    def dribble():
+        for ch in "statusstatusstatus":
+            if stop.wait(0.5):
+                return
+            try:
+                ctl.send(ch.encode())
+            except OSError:
+                return
+    t = threading.Thread(target=dribble)
+    t.start()
+    try:
+        time.sleep(0.3)   # the dribbling client is connected and sending
+        t0 = time.monotonic()
+        with LineClient.connect(port) as c:
+            assert c.greeting == GREETING
+            waited = time.monotonic() - t0
+            c.quit()
+        assert waited < 3, f"a new session waited {waited:.1f}s for the main thread"
+    finally:
+        stop.set()
+        t.join()
+        ctl.close()
+
+
+def test_reload_cannot_move_state_dir(make_server, free_port):
+    """StateDir holds the pid file and the control socket: a reload that moves it is refused, and -s still
+    finds the server once the file names the old folder again (also with a quoted StateDir holding '#')."""
+    port = free_port()
+    srv = make_server([Listener(port)], StateDir='"state#1"').start()
+    assert srv.status()["pid"] == srv.pid          # -s reads a quoted StateDir with '#' inside
+    srv.configure([Listener(port)], StateDir="elsewhere")
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "StateDir cannot change on a reload" in srv.stderr_text(), 10, "the refusal in the log")
+    srv.configure([Listener(port)], StateDir='"state#1"')
+    assert srv.status()["pid"] == srv.pid
+    with LineClient.connect(port) as c:
+        assert c.cmd("still here") == "+OK echo: still here"
+        c.quit()
+
+
 def test_reload_adds_and_removes_listeners(make_server, free_port):
     keep, drop, add = free_port(), free_port(), free_port()
     srv = make_server([Listener(keep), Listener(drop)]).start()
