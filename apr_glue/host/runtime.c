@@ -3,6 +3,7 @@
  * making it current (binding listeners), and letting the old one go when its last session ends.
  * Runs on the main thread, except mph_runtime_release, which the loops call as sessions end.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -208,15 +209,18 @@ const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r
         return err;
     }
     const char *copy_dir;
-    if (check_only) {
+    int temporary = check_only || (srv->embedded && !apr_table_get(rt->conf->values, "StateDir"));
+    if (temporary) {
+        /* A check, or inside another server (running as its user: the configuration's folder may not be
+           writable): a fresh folder of the temporary directory's, which nobody can have made for us. */
         const char *tmp;
         apr_temp_dir_get(&tmp, pool);
-        copy_dir = apr_psprintf(pool, "%s/mailprotod-check.%" APR_PID_T_FMT, tmp, getpid());
-    } else if (srv->embedded && !apr_table_get(rt->conf->values, "StateDir")) {
-        /* Inside another server (running as its user) the configuration's folder may not be writable. */
-        const char *tmp;
-        apr_temp_dir_get(&tmp, pool);
-        copy_dir = apr_psprintf(pool, "%s/mailproto-modules.%ld", tmp, (long)geteuid());
+        char *tmpl = apr_psprintf(pool, "%s/mailproto-modules.%ld.XXXXXX", tmp, (long)geteuid());
+        if (!mkdtemp(tmpl)) {
+            err = apr_psprintf(pool, "%s: cannot create a folder in %s: %s", file, tmp, strerror(errno));
+            goto fail;
+        }
+        copy_dir = tmpl;
     } else {
         /* one folder per user: after `User`, reloads copy into the one root made for that user at the
            switch, and root never loads code from a folder another user could write to */
@@ -237,8 +241,8 @@ const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r
     }
     for (int i = 0; i < rt->conf->modules->nelts && !err; i++)
         err = rt_add_module(srv, rt, &APR_ARRAY_IDX(rt->conf->modules, i, mph_module_conf), copy_dir);
-    if (check_only)
-        apr_dir_remove(copy_dir, pool);
+    if (temporary)
+        apr_dir_remove(copy_dir, pool); /* the copies are gone once loaded */
     if (err)
         goto fail;
     mph_conf_modules mods = {.ctx = rt, .find_directive = find_directive, .is_protocol = is_protocol};

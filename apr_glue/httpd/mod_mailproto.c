@@ -11,7 +11,11 @@
  * and MailprotoStore is MailStore. The adapter writes them out in mailprotod's language, one <Listen> block
  * per mail virtual host (its address names the endpoint), and loads that in each child process.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include "ap_config.h"
 #include "ap_mmn.h"
@@ -21,6 +25,7 @@
 #include "http_core.h"
 #include "http_log.h"
 #include "http_main.h"
+#include "unixd.h"
 
 #include <apr_strings.h>
 
@@ -73,12 +78,16 @@ static const char *plain_name(const cmd_parms *cmd)
     return n;
 }
 
+static const char *state_dir; /* MailprotoStateDir, absolute, or NULL */
+
 /* A path as httpd takes one (quotes removed, relative to ServerRoot), quoted again for mailprotod. */
 static const char *root_path(cmd_parms *cmd, const char *args)
 {
     const char *p = args;
     char *word = ap_getword_conf(cmd->pool, &p);
     const char *abs = ap_server_root_relative(cmd->pool, word);
+    if (!strcasecmp(plain_name(cmd), "StateDir"))
+        state_dir = abs ? abs : word;
     return apr_pstrcat(cmd->pool, "\"", abs ? abs : word, "\"", NULL);
 }
 
@@ -229,6 +238,23 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     mp_embed_destroy(probe);
+    /* The children run as httpd's User and copy the handlers into StateDir/modules.UID: root makes that
+       folder theirs (StateDir itself stays as it is). */
+    if (state_dir && geteuid() == 0) {
+        const char *dir = apr_psprintf(ptemp, "%s/modules.%ld", state_dir, (long)ap_unixd_config.user_id);
+        int fd = -1;
+        struct stat st;
+        if ((mkdir(dir, 0700) != 0 && errno != EEXIST) ||
+            (fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 || fstat(fd, &st) != 0 ||
+            (st.st_uid != 0 && st.st_uid != ap_unixd_config.user_id) ||
+            fchown(fd, ap_unixd_config.user_id, ap_unixd_config.group_id) != 0 || fchmod(fd, 0700) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_mailproto: cannot give %s to httpd's User", dir);
+            if (fd >= 0)
+                close(fd);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        close(fd);
+    }
     return OK;
 }
 

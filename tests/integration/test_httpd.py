@@ -95,6 +95,30 @@ def test_module_dir_and_quoted_paths(httpd):
         c.quit()
 
 
+def test_state_dir_of_root_serves_children(httpd):
+    """MailprotoStateDir owned by root (httpd starts as root): the parent gives the children, which run as
+    httpd's User, their own folder for handler copies, and they serve mail."""
+    import os
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    h = httpd
+    h.echo_port, h.tls_port = h.ports_for_echo
+    state = h.root / "mail state"
+    state.mkdir()
+    os.chmod(state, 0o755)
+    h.write([f"MailprotoLoad echo {modules_dir() / 'mod_echo.so'}", f'MailprotoStateDir "{state}"'],
+            [(h.echo_port, ["MailprotoProtocol echo", "MailprotoTLS starttls"]),
+             (h.tls_port, ["MailprotoProtocol echo", "MailprotoTLS implicit"])], extra=h.extra)
+    h.start()
+    with LineClient.connect(h.echo_port) as c:
+        assert c.cmd("child as www-data") == "+OK echo: child as www-data"
+        c.quit()
+    run = pwd.getpwnam("www-data")
+    assert (state / f"modules.{run.pw_uid}").stat().st_uid == run.pw_uid
+    assert state.stat().st_uid == 0
+
+
 def test_bad_mail_configuration_stops_httpd_start(httpd):
     httpd.extra = "MailprotoDirective NoSuchDirective 1"
     echo_httpd(httpd)
