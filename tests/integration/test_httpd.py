@@ -7,9 +7,11 @@ import pytest
 from conftest import LineClient, Listener, port_accepts, wait_for
 from httpdenv import Httpd, modules_dir
 
-def echo_httpd(h):
+def echo_httpd(h, globals_=None):
+    """An echo handler on a STARTTLS and an implicit-TLS virtual host; globals_: the global Mailproto* lines
+    (default: MailprotoLoad of the built mod_echo.so)."""
     h.echo_port, h.tls_port = h.ports_for_echo
-    h.write([f"MailprotoLoad echo {modules_dir() / 'mod_echo.so'}"],
+    h.write(globals_ or [f"MailprotoLoad echo {modules_dir() / 'mod_echo.so'}"],
             [(h.echo_port, ["MailprotoProtocol echo", "MailprotoTLS starttls"]),
              (h.tls_port, ["MailprotoProtocol echo", "MailprotoTLS implicit"])], extra=h.extra)
     return h
@@ -84,11 +86,7 @@ def test_one_handler_file_for_mailprotod_and_httpd(httpd, make_server, free_port
 
 def test_module_dir_and_quoted_paths(httpd):
     """A relative MailprotoLoad file is found in MailprotoModuleDir, whose path may be quoted."""
-    h = httpd
-    h.echo_port, h.tls_port = h.ports_for_echo
-    h.write([f'MailprotoModuleDir "{modules_dir()}"', "MailprotoLoad echo mod_echo.so"],
-            [(h.echo_port, ["MailprotoProtocol echo", "MailprotoTLS starttls"]),
-             (h.tls_port, ["MailprotoProtocol echo", "MailprotoTLS implicit"])], extra=h.extra)
+    h = echo_httpd(httpd, [f'MailprotoModuleDir "{modules_dir()}"', "MailprotoLoad echo mod_echo.so"])
     h.start()
     with LineClient.connect(h.echo_port) as c:
         assert c.cmd("from ModuleDir") == "+OK echo: from ModuleDir"
@@ -102,14 +100,10 @@ def test_state_dir_of_root_serves_children(httpd):
     import pwd
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    h = httpd
-    h.echo_port, h.tls_port = h.ports_for_echo
-    state = h.root / "mail state"
+    state = httpd.root / "mail state"
     state.mkdir()
     os.chmod(state, 0o755)
-    h.write([f"MailprotoLoad echo {modules_dir() / 'mod_echo.so'}", f'MailprotoStateDir "{state}"'],
-            [(h.echo_port, ["MailprotoProtocol echo", "MailprotoTLS starttls"]),
-             (h.tls_port, ["MailprotoProtocol echo", "MailprotoTLS implicit"])], extra=h.extra)
+    h = echo_httpd(httpd, [f"MailprotoLoad echo {modules_dir() / 'mod_echo.so'}", f'MailprotoStateDir "{state}"'])
     h.start()
     with LineClient.connect(h.echo_port) as c:
         assert c.cmd("child as www-data") == "+OK echo: child as www-data"
