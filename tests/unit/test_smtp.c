@@ -1039,20 +1039,21 @@ static void test_auth_flows(void)
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <apr_strings.h>
+
 #include "b64.h"
 
-static void test_auth_scram(void)
+/* One SCRAM-SHA-256 exchange as a client (RFC 5802 section 3) on a fresh EHLO'd session; returns the server's
+   answer to the client-final message. */
+static const char *scram_exchange(fake_session *fs, const char *user, const char *password)
 {
-    fakes_reset();
-    fstats.scram = 1;
-    fake_session *fs = start(MP_TLS_IMPLICIT);
-    EXPECT(fs, "EHLO x\r\n", EHLO_X "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" EHLO_TAIL);
-    const char *cfb = "n=alice@example.test,r=clientnonce123";
-    char line[1024];
-    snprintf(line, sizeof line, "AUTH SCRAM-SHA-256 %s\r\n", mpc_b64_encode(fake_session_of(fs)->pool, "n,,n=alice@example.test,r=clientnonce123", 40));
-    fake_feed_str(fs, line);
+    apr_pool_t *p = fake_session_of(fs)->pool;
+    const char *cfb = apr_psprintf(p, "n=%s,r=clientnonce123", user);
+    const char *first = apr_pstrcat(p, "n,,", cfb, NULL);
+    fake_clear(fs);
+    fake_feed_str(fs, apr_psprintf(p, "AUTH SCRAM-SHA-256 %s\r\n", mpc_b64_encode(p, first, strlen(first))));
     const char *out = fake_output(fs);
-    CU_ASSERT_NSTRING_EQUAL(out, "334 ", 4);
+    CU_ASSERT_NSTRING_EQUAL_FATAL(out, "334 ", 4);
     unsigned char sfm[512];
     size_t sfm_len = 0;
     const char *b = out + 4;
@@ -1066,11 +1067,10 @@ static void test_auth_scram(void)
     unsigned char salt[128];
     size_t salt_len;
     CU_ASSERT_EQUAL_FATAL(mpc_b64_decode(salt64, strlen(salt64), salt, &salt_len), 0);
-    unsigned char salted[32], ckey[32], skey[32], stored[32], sig[32], proof[32];
+    unsigned char salted[32], ckey[32], stored[32], sig[32], proof[32];
     unsigned int l;
-    PKCS5_PBKDF2_HMAC("secret", 6, salt, (int)salt_len, (int)iters, EVP_sha256(), 32, salted);
+    PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, (int)iters, EVP_sha256(), 32, salted);
     HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Client Key", 10, ckey, &l);
-    HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Server Key", 10, skey, &l);
     SHA256(ckey, 32, stored);
     char cfwp[512], authmsg[1536];
     snprintf(cfwp, sizeof cfwp, "c=biws,r=%s", nonce);
@@ -1078,16 +1078,34 @@ static void test_auth_scram(void)
     HMAC(EVP_sha256(), stored, 32, (unsigned char *)authmsg, strlen(authmsg), sig, &l);
     for (int i = 0; i < 32; i++)
         proof[i] = ckey[i] ^ sig[i];
-    char cfinal[1024];
-    snprintf(cfinal, sizeof cfinal, "%s,p=%s", cfwp, mpc_b64_encode(fake_session_of(fs)->pool, proof, 32));
+    const char *cfinal = apr_psprintf(p, "%s,p=%s", cfwp, mpc_b64_encode(p, proof, 32));
     fake_clear(fs);
-    snprintf(line, sizeof line, "%s\r\n", mpc_b64_encode(fake_session_of(fs)->pool, cfinal, strlen(cfinal)));
-    fake_feed_str(fs, line);
-    if (strncmp(fake_output(fs), "334 ", 4)) fprintf(stderr, "SCRAM: %s\nLOG:%s\n", fake_output(fs), fake_log(fs));
-    CU_ASSERT_NSTRING_EQUAL(fake_output(fs), "334 ", 4); /* v=... as a challenge (RFC 4954 has no 235 data) */
+    fake_feed_str(fs, apr_psprintf(p, "%s\r\n", mpc_b64_encode(p, cfinal, strlen(cfinal))));
+    fake_fire_timers(fs); /* a failure is answered after its delay */
+    return fake_output(fs);
+}
+
+static void test_auth_scram(void)
+{
+    fakes_reset();
+    fstats.scram = 1;
+    fake_session *fs = start(MP_TLS_IMPLICIT);
+    EXPECT(fs, "EHLO x\r\n", EHLO_X "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" EHLO_TAIL);
+    const char *out = scram_exchange(fs, "alice@example.test", "secret");
+    CU_ASSERT_NSTRING_EQUAL(out, "334 ", 4); /* v=... as a challenge (RFC 4954 has no 235 data) */
     fake_clear(fs);
     EXPECT(fs, "\r\n", "235 2.7.0 Authentication successful\r\n");
     CU_ASSERT_PTR_NOT_NULL(strstr(fake_log(fs), "AUTH SCRAM-SHA-256 succeeded for user 'alice@example.test'"));
+    finish(fs);
+
+    /* allow_nets refuses this client: the right password fails as a wrong one, with no ServerSignature */
+    fs = start(MP_TLS_IMPLICIT);
+    EXPECT(fs, "EHLO x\r\n", EHLO_X "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" EHLO_TAIL);
+    char right[256], wrong[256];
+    snprintf(right, sizeof right, "%s", scram_exchange(fs, "net@example.test", "x"));
+    snprintf(wrong, sizeof wrong, "%s", scram_exchange(fs, "net@example.test", "not-it"));
+    CU_ASSERT_STRING_EQUAL(right, "535 5.7.8 Authentication credentials invalid\r\n");
+    CU_ASSERT_STRING_EQUAL(right, wrong);
     finish(fs);
 }
 

@@ -175,7 +175,7 @@ static const struct {
 } users[] = {
     {"alice@example.test", "secret"}, {"bob@example.test", "hunter2"}, {"full@example.test", "x"},
     {"late-full@example.test", "x"}, {"broken@example.test", "x"}, {"postmaster@example.test", "x"},
-    {"b\xc3\xa9@example.test", "x"},
+    {"b\xc3\xa9@example.test", "x"}, {"net@example.test", "x"}, /* net@: allow_nets 10.0.0.0/8 */
 };
 
 static int au_instance(const char *spec, const char *base_dir, apr_pool_t *pool, void **a_r, const char **err_r)
@@ -223,6 +223,8 @@ static int au_lookup(mp_auth *a, const char *user, apr_pool_t *pool, mp_auth_use
         info->fields = apr_table_make(pool, 1);
         if (strcmp(user, "full@example.test") == 0)
             info->quota_bytes = 1000;
+        if (strcmp(user, "net@example.test") == 0) /* the fake peer is 192.0.2.1: refused */
+            apr_table_set(info->fields, "allow_nets", "10.0.0.0/8");
     }
     return MP_AUTH_OK;
 }

@@ -8,7 +8,8 @@
  *   late-full@example.test  save_commit gives MP_STORE_OVERQUOTA for this target
  *   broken@example.test     save_commit gives MP_STORE_ERR for this target
  * Auth ("auth", "fake"): users alice@example.test / "secret", bob@example.test / "hunter2",
- * full@, late-full@, broken@, postmaster@example.test (password "x"); temp@example.test makes lookups fail
+ * full@, late-full@, broken@, postmaster@, net@example.test (password "x"; net@ only from 10.0.0.0/8, so never from
+ * the fake peer); temp@example.test makes lookups fail
  * temporarily. failed() returns FAKE_AUTH_DELAY and counts.
  */
 #ifndef TEST_SMTP_FAKES_H
