@@ -119,6 +119,7 @@ typedef struct smtp_txn {
     size_t hdrs_len;
     int hdrs_done;            /* the empty line came (or the buffer is full) */
     int hdrs_cut;             /* longer than SMTP_DSN_HEADERS_MAX */
+    int hdrs_whole;           /* ... cut where a new field began: what was kept is whole fields */
     int hdrs_bol, hdrs_cr;    /* at the beginning of a line; the last byte was CR */
 } smtp_txn;
 

@@ -122,8 +122,13 @@ void smtp_dsn_header(smtp_txn *t, const char *b, size_t n)
             break;
         }
         if (t->hdrs_len == SMTP_DSN_HEADERS_MAX) {
-            t->hdrs_cut = 1;
+            /* What does not fit: the empty line's CR (a header of exactly this size), or a new field after
+               a whole one, or the middle of a field */
             t->hdrs_done = 1;
+            if (t->hdrs_bol && c == '\r')
+                break;
+            t->hdrs_cut = 1;
+            t->hdrs_whole = t->hdrs_bol && c != ' ' && c != '\t';
             break;
         }
         t->hdrs[t->hdrs_len++] = c;
@@ -155,7 +160,7 @@ typedef struct dsn_job {
     int smtputf8;
     const char *hdrs;
     size_t hdrs_len;
-    int hdrs_cut;
+    int hdrs_cut, hdrs_whole;
     apr_array_header_t *rcpts; /* dsn_rcpt */
 
     /* out */
@@ -231,7 +236,7 @@ static const char *make_boundary(dsn_job *j)
    folded continuation, RFC 5322 section 2.2.3) follows. */
 static size_t returned_header_len(const dsn_job *j)
 {
-    if (!j->hdrs_cut)
+    if (!j->hdrs_cut || j->hdrs_whole)
         return j->hdrs_len;
     for (size_t n = j->hdrs_len; n-- > 2;)
         if (j->hdrs[n - 2] == '\r' && j->hdrs[n - 1] == '\n' && j->hdrs[n] != ' ' && j->hdrs[n] != '\t')
@@ -452,6 +457,7 @@ void smtp_dsn_delivered(mp_session *s, int closing)
         j->hdrs = apr_pmemdup(pool, t->hdrs, t->hdrs_len ? t->hdrs_len : 1);
         j->hdrs_len = t->hdrs_len;
         j->hdrs_cut = t->hdrs_cut;
+        j->hdrs_whole = t->hdrs_whole;
     } else {
         j->hdrs = "";
     }

@@ -292,6 +292,32 @@ static void test_long_header(void)
     CU_ASSERT_PTR_NULL(strstr(got, "body"));
     free(got);
     finish(fs);
+
+    /* exactly 65536 bytes (1024 lines of 64): all of it, and not called longer; then one line more:
+       cut where a field begins, so every whole field is kept */
+    for (int extra = 0; extra < 2; extra++) {
+        fakes_reset();
+        fs = start(BIG);
+        in = malloc(cap);
+        n = (size_t)snprintf(in, cap, "MAIL FROM:<bob@example.test>\r\nRCPT TO:<alice@example.test> NOTIFY=SUCCESS\r\nDATA\r\n");
+        for (int i = 0; i < 1024 + extra; i++)
+            n += (size_t)snprintf(in + n, cap - n, "X-Pad-%05d: %.49s\r\n", i,
+                                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        n += (size_t)snprintf(in + n, cap - n, "\r\nbody\r\n.\r\n");
+        SEND_OK(fs, in);
+        free(in);
+        got = dsn_text();
+        CU_ASSERT_EQUAL(strstr(got, "The header was longer than") != NULL, extra);
+        part = strstr(got, HEADERS_PART);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(part);
+        part += strlen(HEADERS_PART);
+        end = strstr(part, "\r\n--=_mailproto-dsn-");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(end);
+        CU_ASSERT_EQUAL((size_t)(end - part), 65536);
+        CU_ASSERT_PTR_NOT_NULL(strstr(part, "X-Pad-01023: "));
+        free(got);
+        finish(fs);
+    }
 }
 
 /* ==================================================================================== no report */
