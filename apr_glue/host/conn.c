@@ -404,12 +404,8 @@ static void *h_provider_instance(mp_session *s, const char *kind, const char *di
                 name, (unsigned)p->iface_version, (unsigned)iface_version);
         return NULL;
     }
-    /* The key is kept (in the configuration's pool) only with a new instance: sessions must not grow it. */
-    size_t klen = strlen(kind) + 1 + strlen(value) + 1;
-    char kbuf[512], *key = klen <= sizeof kbuf ? kbuf : malloc(klen);
-    if (!key)
-        return NULL;
-    snprintf(key, klen, "%s|%s", kind, value);
+    /* The key goes into the configuration's pool only with a new instance: sessions must not grow it. */
+    const char *key = apr_pstrcat(s->pool, kind, "|", value, NULL);
     apr_thread_mutex_lock(rt->inst_mutex);
     void *inst = apr_hash_get(rt->instances, key, APR_HASH_KEY_STRING);
     if (!inst) {
@@ -424,8 +420,6 @@ static void *h_provider_instance(mp_session *s, const char *kind, const char *di
         }
     }
     apr_thread_mutex_unlock(rt->inst_mutex);
-    if (key != kbuf)
-        free(key);
     if (inst)
         *iface_r = p->iface;
     return inst;

@@ -103,6 +103,11 @@ apr_status_t mp_embed_serve(mp_embed *e, const char *endpoint, apr_socket_t *soc
     return rv;
 }
 
+const char *mp_embed_give_copy_dir(apr_pool_t *pool, const char *state_dir, long uid, long gid)
+{
+    return mph_copy_dir_give(pool, state_dir, uid, gid);
+}
+
 void mp_embed_destroy(mp_embed *e)
 {
     mph_server *srv = e->srv;

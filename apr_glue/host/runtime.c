@@ -4,6 +4,7 @@
  * Runs on the main thread, except mph_runtime_release, which the loops call as sessions end.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -185,6 +186,31 @@ static const char *rt_tls(mph_runtime *rt, mph_listen_rt *lrt, apr_hash_t *cache
     return NULL;
 }
 
+const char *mph_copy_dir(apr_pool_t *pool, const char *state_dir, long uid)
+{
+    return apr_psprintf(pool, "%s/modules.%ld", state_dir, uid);
+}
+
+const char *mph_copy_dir_give(apr_pool_t *pool, const char *state_dir, long uid, long gid)
+{
+    /* never through a path the user could have swapped for a link: the descriptor, not the name */
+    const char *dir = mph_copy_dir(pool, state_dir, uid);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return apr_psprintf(pool, "cannot create %s: %s", dir, strerror(errno));
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    const char *err = NULL;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        err = strerror(errno);
+    else if (st.st_uid != 0 && (long)st.st_uid != uid)
+        err = "owned by another user";
+    else if (fchown(fd, (uid_t)uid, (gid_t)gid) != 0 || fchmod(fd, 0700) != 0)
+        err = strerror(errno);
+    if (fd >= 0)
+        close(fd);
+    return err ? apr_psprintf(pool, "cannot give %s to uid %ld: %s", dir, uid, err) : NULL;
+}
+
 const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r)
 {
     const char *file = srv->conf_file;
@@ -224,7 +250,7 @@ const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r
     } else {
         /* one folder per user: after `User`, reloads copy into the one root made for that user at the
            switch, and root never loads code from a folder another user could write to */
-        copy_dir = apr_psprintf(pool, "%s/modules.%ld", rt->conf->state_dir, (long)geteuid());
+        copy_dir = mph_copy_dir(pool, rt->conf->state_dir, (long)geteuid());
     }
     apr_status_t rv = apr_dir_make_recursive(copy_dir, APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_UEXECUTE, pool);
     if (rv != APR_SUCCESS) {

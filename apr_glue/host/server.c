@@ -83,20 +83,9 @@ static const char *drop_privileges(mph_server *srv, const mph_conf *conf)
         return apr_psprintf(srv->pool, "%s: User %s: no such user", conf->file, conf->user);
     /* StateDir stays root's (its pid file and control socket are written by root at the next start); the
        user gets its own folder for module copies of later reloads, never a path it could swap for a link. */
-    const char *dir = apr_psprintf(srv->pool, "%s/modules.%ld", conf->state_dir, (long)pw->pw_uid);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        return apr_psprintf(srv->pool, "%s: cannot create %s: %s", conf->file, dir, strerror(errno));
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    if (dfd < 0 || fstat(dfd, &st) != 0 || (st.st_uid != 0 && st.st_uid != pw->pw_uid) ||
-        fchown(dfd, pw->pw_uid, pw->pw_gid) != 0 || fchmod(dfd, 0700) != 0) {
-        int e = errno;
-        if (dfd >= 0)
-            close(dfd);
-        return apr_psprintf(srv->pool, "%s: cannot give %s to %s: %s", conf->file, dir, conf->user,
-                            st.st_uid != 0 && st.st_uid != pw->pw_uid ? "owned by another user" : strerror(e));
-    }
-    close(dfd);
+    const char *err = mph_copy_dir_give(srv->pool, conf->state_dir, (long)pw->pw_uid, (long)pw->pw_gid);
+    if (err)
+        return apr_psprintf(srv->pool, "%s: User %s: %s", conf->file, conf->user, err);
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
         return apr_psprintf(srv->pool, "cannot switch to user %s: %s", conf->user, strerror(errno));
     if (setuid(0) == 0)

@@ -202,6 +202,10 @@ apr_time_t mph_conn_deadline(const mph_conn *c);
 
 /* runtime.c */
 const char *mph_runtime_load(mph_server *srv, int check_only, mph_runtime **rt_r);
+/* StateDir/modules.UID: where a process running as uid copies the modules it loads (reloads need new
+   copies). mph_copy_dir_give: made by root for that user (mp_embed_give_copy_dir). */
+const char *mph_copy_dir(apr_pool_t *pool, const char *state_dir, long uid);
+const char *mph_copy_dir_give(apr_pool_t *pool, const char *state_dir, long uid, long gid);
 const char *mph_runtime_activate(mph_server *srv, mph_runtime *rt);
 void mph_runtime_discard(mph_server *srv, mph_runtime *rt);
 mph_runtime *mph_runtime_acquire(mph_server *srv);

@@ -11,11 +11,8 @@
  * and MailprotoStore is MailStore. The adapter writes them out in mailprotod's language, one <Listen> block
  * per mail virtual host (its address names the endpoint), and loads that in each child process.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/stat.h>
 
 #include "ap_config.h"
 #include "ap_mmn.h"
@@ -241,19 +238,11 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     /* The children run as httpd's User and copy the handlers into StateDir/modules.UID: root makes that
        folder theirs (StateDir itself stays as it is). */
     if (state_dir && geteuid() == 0) {
-        const char *dir = apr_psprintf(ptemp, "%s/modules.%ld", state_dir, (long)ap_unixd_config.user_id);
-        int fd = -1;
-        struct stat st;
-        if ((mkdir(dir, 0700) != 0 && errno != EEXIST) ||
-            (fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 || fstat(fd, &st) != 0 ||
-            (st.st_uid != 0 && st.st_uid != ap_unixd_config.user_id) ||
-            fchown(fd, ap_unixd_config.user_id, ap_unixd_config.group_id) != 0 || fchmod(fd, 0700) != 0) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, "mod_mailproto: cannot give %s to httpd's User", dir);
-            if (fd >= 0)
-                close(fd);
+        err = mp_embed_give_copy_dir(ptemp, state_dir, (long)ap_unixd_config.user_id, (long)ap_unixd_config.group_id);
+        if (err) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_mailproto: MailprotoStateDir for httpd's User: %s", err);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
-        close(fd);
     }
     return OK;
 }

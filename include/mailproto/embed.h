@@ -45,6 +45,13 @@ int mp_embed_has_endpoint(mp_embed *embed, const char *endpoint);
  */
 apr_status_t mp_embed_serve(mp_embed *embed, const char *endpoint, apr_socket_t *sock, apr_pool_t *pool);
 
+/*
+ * For an embedding server that starts as root and serves as another user (httpd's User): run as root
+ * before the switch, it makes STATE_DIR/modules.UID, the folder where processes running as `uid` copy the
+ * handlers they load, and gives it to uid:gid. STATE_DIR itself is left as it is. NULL, or the error.
+ */
+const char *mp_embed_give_copy_dir(apr_pool_t *pool, const char *state_dir, long uid, long gid);
+
 /* Ends every session still being served (each gets its protocol's goodbye), waits for the serve calls to
    return, and unloads the modules. */
 void mp_embed_destroy(mp_embed *embed);

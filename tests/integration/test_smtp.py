@@ -451,6 +451,14 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def postfix_log(pf):
+    """Postfix's log so far ("" before it has written one)."""
+    try:
+        return pf.log.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def postfix_available():
     return shutil.which("postfix") or os.path.exists("/usr/sbin/postfix")
 
@@ -542,16 +550,11 @@ def test_postfix_relays_to_smtp_and_lmtp(env, postfix):
         s.sendmail("sender@peer.test", ["alice@example.test"], body_a)
         s.sendmail("sender@peer.test", ["bob@example.test"], body_b)
 
-    def log():
-        try:
-            return postfix.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
     try:
         [a] = env.wait_messages("alice@example.test", 1, timeout=60)
         [b] = env.wait_messages("bob@example.test", 1, timeout=60)
     except AssertionError as e:
-        raise AssertionError(f"{e}\npostfix log:\n{log()[-5000:]}") from None
+        raise AssertionError(f"{e}\npostfix log:\n{postfix_log(postfix)[-5000:]}") from None
     # Postfix adds its own trace fields; what it received from us sits under ours
     _, _, rest_a = __import__("smtpenv").split_trace(a)
     _, _, rest_b = __import__("smtpenv").split_trace(b)
@@ -559,7 +562,7 @@ def test_postfix_relays_to_smtp_and_lmtp(env, postfix):
     assert rest_b.endswith(b"\r\n\r\ndelivered by Postfix over LMTP\r\n") and b"Subject: via postfix lmtp" in rest_b
     assert b"Received: from postfix.peer.test" in a and b"with ESMTPS id" in a   # Postfix used STARTTLS
     assert b"with LMTP id" in b
-    wait_for(lambda: "status=sent" in log() and log().count("status=sent") >= 2, 30, "postfix to log both as sent")
+    wait_for(lambda: postfix_log(postfix).count("status=sent") >= 2, 30, "postfix to log both as sent")
 
 
 def test_postfix_dsn_over_smtp_and_lmtp(env, postfix):
@@ -576,17 +579,12 @@ def test_postfix_dsn_over_smtp_and_lmtp(env, postfix):
         assert s.sendmail("carol@example.test", ["alice@example.test", "bob@example.test"], message("postfix dsn"),
                           mail_options=["ENVID=pf-1", "RET=HDRS"], rcpt_options=["NOTIFY=SUCCESS"]) == {}
 
-    def log():
-        try:
-            return postfix.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
     try:
         reports = env.wait_messages("carol@example.test", 2, timeout=60)
     except AssertionError as e:
-        raise AssertionError(f"{e}\npostfix log:\n{log()[-5000:]}") from None
+        raise AssertionError(f"{e}\npostfix log:\n{postfix_log(postfix)[-5000:]}") from None
     time.sleep(1)
-    assert len(env.messages("carol@example.test")) == 2, log()[-5000:]
+    assert len(env.messages("carol@example.test")) == 2, postfix_log(postfix)[-5000:]
     by_mta = {d.per_message["Reporting-MTA"]: d for d in map(parse_dsn, reports)}
     assert set(by_mta) == {f"dns; {SERVER_NAME}", "dns; postfix.peer.test"}
     ours, theirs = by_mta[f"dns; {SERVER_NAME}"], by_mta["dns; postfix.peer.test"]
